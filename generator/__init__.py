@@ -4,3 +4,7 @@ from generator.statistics import Statistics
 from generator.symmetry import SymmetryTolerance
 
 __all__ = ["SyntheticCrystal", "Statistics", "SymmetryTolerance"]
+
+from generator.sampler import CrystalSampler, GenerationError, GeneratorConfig
+
+__all__ += ["CrystalSampler", "GenerationError", "GeneratorConfig"]

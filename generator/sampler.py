@@ -1,0 +1,356 @@
+"""Synthetic crystals drawn from the generation statistics (REFERENCE 1.2, SI S1 of the main paper).
+
+One crystal: space group from the prior; number of unique elements; the elements; for every
+element its repetition count and one Wyckoff position per repetition (a position without
+degrees of freedom takes at most one atom); uniform free coordinates; unit-volume lattice from the
+crystal-system KDE; density factor from p(f | V_atomic); the lattice rescaled so the realised cell
+volume is exactly f * V_atomic; spglib (one tolerance policy) must find the requested space group.
+
+Everything per space group that does not depend on the draw is precomputed as arrays at
+construction (Wyckoff orbits, discrete distributions, KDE kernels), so the hot path is a few dozen
+small numpy operations plus one spglib call.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from generator.crystal import SyntheticCrystal
+from generator.elements import mean_radii
+from generator.kde_sampling import DensityFactorSampler, LatticeParameterSampler, lattice_matrix
+from generator.statistics import SpaceGroupStatistics, Statistics
+from generator.symmetry import SymmetryTolerance, crystal_system
+from generator.wyckoff import WyckoffTable, wyckoff_table
+
+
+@dataclass
+class GeneratorConfig:
+    """Settings of :class:`CrystalSampler` (``conf/generator/*.yaml``).
+
+    Attributes:
+        spacegroup_prior: "database" (statistics frequencies) or "uniform" over the classified groups.
+        seed: root seed; workers pass spawned ``SeedSequence`` children instead.
+        retries_same_n_unique: failed attempts with one number of unique elements before drawing a new one.
+        max_restarts: new numbers of unique elements before giving up on a space group (error).
+        per_element_wyckoffs: draw Wyckoff positions from each element's own occupation probabilities.
+        per_element_repetitions: draw repetition counts from each element's own distribution.
+        max_volume: largest kept conventional cell volume, A^3.
+        max_asym_atoms: kept crystals have fewer atoms than this in the asymmetric unit.
+        max_kde_redraws: redraws of an invalid lattice or a non-positive density factor before giving up.
+    """
+
+    spacegroup_prior: str = "database"
+    seed: int = 0
+    retries_same_n_unique: int = 20
+    max_restarts: int = 50
+    per_element_wyckoffs: bool = False
+    per_element_repetitions: bool = False
+    max_volume: float = 7000.0
+    max_asym_atoms: int = 100
+    max_kde_redraws: int = 1000
+
+
+class GenerationError(RuntimeError):
+    """The statistics cannot produce a valid crystal of a space group (after bounded retries)."""
+
+
+# Rejection reasons counted in ``CrystalSampler.rejections``.
+REJECT_ELEMENTS = "too_few_elements"        # fewer elements with P > 0 than unique elements drawn
+REJECT_WYCKOFF = "wyckoff_exhausted"        # every allowed Wyckoff position already taken
+REJECT_ASYM = "asym_atoms"                  # >= max_asym_atoms placements
+REJECT_VOLUME = "volume"                    # cell volume > max_volume
+REJECT_SPGLIB = "spglib_mismatch"           # spglib found another space group
+REJECT_ERROR = "error"                      # an unexpected numerical failure of one attempt
+
+
+def _discrete(dist: dict, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, cumulative probabilities) of a dict value -> probability (keys may be strings after JSON)."""
+    items = [(int(k), float(p)) for k, p in dist.items() if float(p) > 0]
+    if not items:
+        raise ValueError(f"{what}: empty distribution")
+    items.sort()
+    values = np.array([k for k, _ in items], np.int64)
+    cdf = np.cumsum([p for _, p in items])
+    return values, cdf / cdf[-1]
+
+
+def _draw(values: np.ndarray, cdf: np.ndarray, rng: np.random.Generator) -> int:
+    return int(values[min(int(np.searchsorted(cdf, rng.random(), "right")), len(cdf) - 1)])
+
+
+@dataclass
+class _GroupPlan:
+    """Everything precomputed for drawing crystals of one space group."""
+
+    number: int
+    table: WyckoffTable
+    lattice: LatticeParameterSampler
+    n_unique: tuple[np.ndarray, np.ndarray]
+    elements: np.ndarray                      # (e,) atomic numbers with P > 0
+    element_logp: np.ndarray                  # (e,) log P, for Gumbel top-k draws without replacement
+    repetitions: tuple[np.ndarray, np.ndarray]
+    repetitions_per_element: dict[int, tuple[np.ndarray, np.ndarray]]
+    wyckoff_p: np.ndarray                     # (k,) occupation probability per table position
+    wyckoff_p_per_element: dict[int, np.ndarray]
+    fixed: np.ndarray                         # (k,) bool, position without degrees of freedom
+
+
+def _symbol_to_z(symbol: str) -> int:
+    from pymatgen.core.periodic_table import Element
+
+    return int(Element(symbol).Z)
+
+
+class CrystalSampler:
+    """Draws :class:`SyntheticCrystal` objects from :class:`Statistics`.
+
+    Args:
+        statistics: generation statistics; crystal labels are indices into ``statistics.space_groups``.
+        seed: int, ``SeedSequence`` or ``Generator``; the same seed gives the same crystals.
+        spacegroup_prior: "database" or "uniform".
+        symmetry: the project's spglib tolerance policy, used to check every crystal.
+        max_volume, max_asym_atoms: limits of kept crystals (A^3; atoms in the asymmetric unit, exclusive).
+        retries_same_n_unique, max_restarts, per_element_wyckoffs, per_element_repetitions,
+        max_kde_redraws: see :class:`GeneratorConfig`.
+
+    Attributes:
+        rejections: reason -> count of discarded attempts since construction.
+    """
+
+    def __init__(
+        self,
+        statistics: Statistics,
+        seed=0,
+        spacegroup_prior: str = "database",
+        symmetry: SymmetryTolerance | None = None,
+        max_volume: float = 7000.0,
+        max_asym_atoms: int = 100,
+        retries_same_n_unique: int = 20,
+        max_restarts: int = 50,
+        per_element_wyckoffs: bool = False,
+        per_element_repetitions: bool = False,
+        max_kde_redraws: int = 1000,
+    ):
+        self.statistics = statistics
+        self.rng = np.random.default_rng(seed)
+        self.symmetry = symmetry or SymmetryTolerance()
+        self.max_volume = float(max_volume)
+        self.max_asym_atoms = int(max_asym_atoms)
+        self.retries_same_n_unique = max(1, int(retries_same_n_unique))
+        self.max_restarts = max(1, int(max_restarts))
+        self.per_element_wyckoffs = bool(per_element_wyckoffs)
+        self.per_element_repetitions = bool(per_element_repetitions)
+        self.max_kde_redraws = max(1, int(max_kde_redraws))
+        self.rejections: Counter = Counter()
+
+        self.space_groups = [int(n) for n in statistics.space_groups]
+        if not self.space_groups:
+            raise ValueError("statistics classify no space group")
+        self.label_of = {n: i for i, n in enumerate(self.space_groups)}
+        if spacegroup_prior == "database":
+            prior = np.asarray(statistics.prior, np.float64).ravel()
+            if prior.shape != (len(self.space_groups),) or not np.all(prior >= 0) or prior.sum() <= 0:
+                raise ValueError(f"statistics prior must be {len(self.space_groups)} non-negative numbers with a positive sum")
+        elif spacegroup_prior == "uniform":
+            prior = np.ones(len(self.space_groups))
+        else:
+            raise ValueError(f"spacegroup_prior must be 'database' or 'uniform', got {spacegroup_prior!r}")
+        self.prior = prior / prior.sum()
+        self._prior_cdf = np.cumsum(self.prior)
+
+        # Volume of one atom (4/3 pi r^3, A^3) by atomic number: V_atomic as in generator.elements.
+        radii = mean_radii()
+        self._atom_volume = 4.0 / 3.0 * np.pi * np.nan_to_num(radii, nan=0.0) ** 3
+        self._has_radius = ~np.isnan(radii)
+        self.density = DensityFactorSampler(statistics.density_kde)
+        lattice_samplers: dict[str, LatticeParameterSampler] = {}
+        self._plans: dict[int, _GroupPlan] = {}
+        for n in self.space_groups:
+            if n not in statistics.per_space_group:
+                raise ValueError(f"statistics classify space group {n} but hold no statistics for it")
+            system = crystal_system(n)
+            if system not in lattice_samplers:
+                if system not in statistics.lattice_kdes:
+                    raise ValueError(f"statistics hold no lattice KDE for crystal system {system!r} (space group {n})")
+                lattice_samplers[system] = LatticeParameterSampler(statistics.lattice_kdes[system])
+            self._plans[n] = self._plan(statistics.per_space_group[n], lattice_samplers[system])
+
+    @classmethod
+    def from_config(cls, statistics: Statistics, cfg, symmetry: SymmetryTolerance | None = None, seed=None):
+        """A sampler from a :class:`GeneratorConfig` (or the Hydra node of ``conf/generator``); ``seed`` overrides ``cfg.seed``."""
+        return cls(
+            statistics,
+            seed=cfg.seed if seed is None else seed,
+            spacegroup_prior=cfg.spacegroup_prior,
+            symmetry=symmetry,
+            max_volume=cfg.max_volume,
+            max_asym_atoms=cfg.max_asym_atoms,
+            retries_same_n_unique=cfg.retries_same_n_unique,
+            max_restarts=cfg.max_restarts,
+            per_element_wyckoffs=cfg.per_element_wyckoffs,
+            per_element_repetitions=cfg.per_element_repetitions,
+            max_kde_redraws=cfg.max_kde_redraws,
+        )
+
+    # ------------------------------------------------------------------ precomputation
+
+    def _plan(self, sg: SpaceGroupStatistics, lattice: LatticeParameterSampler) -> _GroupPlan:
+        n = int(sg.number)
+        table = wyckoff_table(n)
+        what = f"space group {n}"
+
+        elements, probs = [], []
+        for symbol, p in sg.element_probabilities.items():
+            if float(p) <= 0:
+                continue
+            z = _symbol_to_z(symbol)
+            if not self._has_radius[z]:
+                raise ValueError(f"{what}: element {symbol} has no tabulated radius for V_atomic")
+            elements.append(z)
+            probs.append(float(p))
+        if not elements:
+            raise ValueError(f"{what}: no element has a positive probability")
+
+        def wyckoff_probs(dist: dict[str, float], label: str) -> np.ndarray:
+            p = np.zeros(len(table.names))
+            for name, q in dist.items():
+                if float(q) > 0:
+                    p[table.index(name)] += float(q)
+            if p.sum() <= 0:
+                raise ValueError(f"{label}: no Wyckoff position has a positive occupation probability")
+            return p / p.sum()
+
+        per_el_w = {_symbol_to_z(s): wyckoff_probs(d, f"{what}, element {s}")
+                    for s, d in sg.wyckoff_occupation_per_element.items() if d and sum(map(float, d.values())) > 0}
+        per_el_r = {_symbol_to_z(s): _discrete(d, f"{what}, repetitions of {s}")
+                    for s, d in sg.repetitions_per_element.items() if d and sum(map(float, d.values())) > 0}
+        repetitions = _discrete(sg.repetitions, f"{what}, repetitions")
+        if repetitions[0][0] < 1:
+            raise ValueError(f"{what}: repetition counts must be >= 1")
+        n_unique = _discrete(sg.n_unique_elements, f"{what}, number of unique elements")
+        if n_unique[0][0] < 1:
+            raise ValueError(f"{what}: numbers of unique elements must be >= 1")
+        return _GroupPlan(
+            number=n,
+            table=table,
+            lattice=lattice,
+            n_unique=n_unique,
+            elements=np.asarray(elements, np.int64),
+            element_logp=np.log(np.asarray(probs) / np.sum(probs)),
+            repetitions=repetitions,
+            repetitions_per_element=per_el_r,
+            wyckoff_p=wyckoff_probs(sg.wyckoff_occupation, what),
+            wyckoff_p_per_element=per_el_w,
+            fixed=table.dof == 0,
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    def sample(self, space_group: int | None = None) -> SyntheticCrystal:
+        """One crystal; its space group is drawn from the prior unless given (must be classified)."""
+        if space_group is None:
+            i = min(int(np.searchsorted(self._prior_cdf, self.rng.random(), "right")), len(self.space_groups) - 1)
+            space_group = self.space_groups[i]
+        plan = self._plans.get(int(space_group))
+        if plan is None:
+            raise ValueError(f"space group {space_group} is not classified by these statistics")
+        return self._sample_group(plan)
+
+    def sample_many(self, n: int) -> list[SyntheticCrystal]:
+        """``n`` crystals with space groups from the prior."""
+        return [self.sample() for _ in range(int(n))]
+
+    def labels(self, crystals: list[SyntheticCrystal]) -> np.ndarray:
+        """(n,) int64 class labels (indices into ``statistics.space_groups``) of crystals."""
+        return np.array([self.label_of[c.space_group] for c in crystals], np.int64)
+
+    # ------------------------------------------------------------------ one crystal
+
+    def _sample_group(self, plan: _GroupPlan) -> SyntheticCrystal:
+        last_error = None
+        for _ in range(self.max_restarts):
+            k = _draw(*plan.n_unique, self.rng)
+            for _ in range(self.retries_same_n_unique):
+                try:
+                    crystal, reason = self._attempt(plan, k)
+                except GenerationError:
+                    raise
+                except Exception as exc:  # one bad draw must not end a long run; counted and retried
+                    crystal, reason, last_error = None, REJECT_ERROR, exc
+                if crystal is not None:
+                    return crystal
+                self.rejections[reason] += 1
+                if reason == REJECT_ELEMENTS:
+                    break  # this k can never work; draw a new number of unique elements
+        raise GenerationError(
+            f"no valid crystal of space group {plan.number} after {self.max_restarts} x "
+            f"{self.retries_same_n_unique} attempts; rejections so far: {dict(self.rejections)}"
+        ) from last_error
+
+    def _attempt(self, plan: _GroupPlan, k: int) -> tuple[SyntheticCrystal | None, str]:
+        rng = self.rng
+        table = plan.table
+        if k > len(plan.elements):
+            return None, REJECT_ELEMENTS
+        # k distinct elements, drawn one after another proportionally to P (Gumbel top-k).
+        keys = plan.element_logp - np.log(-np.log(rng.random(len(plan.elements))))
+        chosen = plan.elements[np.argsort(-keys)[:k]]
+
+        taken = np.zeros(len(table.names), bool)   # fixed positions already holding an atom
+        sites: list[int] = []
+        site_z: list[int] = []
+        for z in chosen:
+            z = int(z)
+            reps = plan.repetitions_per_element.get(z, plan.repetitions) if self.per_element_repetitions else plan.repetitions
+            p = plan.wyckoff_p_per_element.get(z, plan.wyckoff_p) if self.per_element_wyckoffs else plan.wyckoff_p
+            for _ in range(_draw(*reps, rng)):
+                q = np.where(taken, 0.0, p)
+                cdf = np.cumsum(q)
+                if cdf[-1] <= 0.0:
+                    return None, REJECT_WYCKOFF
+                w = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], "right")), len(cdf) - 1)
+                if plan.fixed[w]:
+                    taken[w] = True
+                sites.append(w)
+                site_z.append(z)
+            if len(sites) >= self.max_asym_atoms:
+                return None, REJECT_ASYM
+
+        mult = table.multiplicities[sites]
+        numbers = np.repeat(np.asarray(site_z, np.int64), mult)
+        v_atomic = float(np.dot(self._atom_volume[site_z], mult))
+
+        # Volume first: a too-large cell is rejected before any coordinates are made.
+        for _ in range(self.max_kde_redraws):
+            f = self.density.draw(v_atomic, rng)
+            if f > 0.0:
+                break
+        else:
+            raise GenerationError(f"density KDE gives no positive density factor at V_atomic = {v_atomic:.1f} A^3")
+        volume = f * v_atomic
+        if volume > self.max_volume:
+            return None, REJECT_VOLUME
+
+        for _ in range(self.max_kde_redraws):
+            lattice = lattice_matrix(plan.lattice.draw(rng))
+            if lattice is not None:
+                break
+        else:
+            raise GenerationError(f"{plan.lattice.crystal_system} lattice KDE gives no valid cell")
+        # Rescale to the sampled volume exactly (angles change the unit-volume cell's volume).
+        lattice = lattice * np.cbrt(volume / abs(np.linalg.det(lattice)))
+
+        xyz = rng.random((len(sites), 3))
+        frac = np.concatenate([table.orbit(w, xyz[i]) for i, w in enumerate(sites)])
+
+        if self.symmetry.space_group(lattice, frac, numbers) != plan.number:
+            return None, REJECT_SPGLIB
+        return SyntheticCrystal(
+            lattice=lattice,
+            frac_coords=frac,
+            atomic_numbers=numbers,
+            space_group=plan.number,
+            wyckoff_letters=[table.names[w] for w in sites],
+        ), ""

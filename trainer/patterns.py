@@ -1,0 +1,398 @@
+"""Measured powder patterns: reading, checking, and bringing them onto a model's input.
+
+A file from a diffractometer goes through
+
+1. :func:`read_pattern` -> :class:`MeasuredPattern` (2-theta in degrees, intensity, wavelength
+   if the file states one, source path); two-column text (.xy, .xye, .csv, .txt, .dat, with
+   comment and header lines), RRUFF's downloadable powder files, and instrument formats
+   (.xrdml, .raw, .brml, .ras, .uxd, ...) through the optional ``geddes`` reader;
+2. :func:`check_pattern`: empty files, NaNs, non-monotonic angles are refused with a
+   :class:`PatternError` naming the file and the problem;
+3. :func:`prepare_pattern`: optional baseline removal, conversion of the angles through the
+   d-spacing to the model's axis (2-theta at the model's wavelength, or 1/d), the
+   Lorentz-polarisation ratio between the two, interpolation onto the model's grid, masking of
+   the part of the grid the measurement does not cover, and finally the simulator's own
+   training-time preprocessing (scaling, square root), so that a measured pattern reaches the
+   network exactly as the simulated ones did during training.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# File suffixes read as delimited text by this module.
+TEXT_SUFFIXES = (".xy", ".xye", ".csv", ".txt", ".dat", ".asc", ".tsv", ".prn", "")
+# File suffixes handed to the optional instrument-format reader (``geddes``).
+INSTRUMENT_SUFFIXES = (".xrdml", ".raw", ".brml", ".ras", ".rasx", ".uxd", ".gsas", ".gsa", ".fxye",
+                       ".gda", ".chi", ".cif")
+
+_WAVELENGTH_PATTERNS = (
+    # "wavelength: 1.5406", "##X-RAY WAVELENGTH=1.541838", "# lambda1: 1.540598", "_WL1=1.5406",
+    # xrdml <kAlpha1 unit="Angstrom">1.5405980</kAlpha1>, Rigaku *HW_XG_WAVE_LENGTH_ALPHA1 "1.540593"
+    re.compile(r"wave[\s_-]*length[^\n]{0,60}?([0-9]*\.[0-9]+)", re.IGNORECASE),
+    re.compile(r"\blambda\s*1?\s*[=:]\s*([0-9]*\.[0-9]+)", re.IGNORECASE),
+    re.compile(r"\b_?WL1\s*=\s*([0-9]*\.[0-9]+)", re.IGNORECASE),
+    re.compile(r"<kAlpha1[^>]*>\s*([0-9]*\.[0-9]+)\s*<", re.IGNORECASE),
+)
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_SPLIT = re.compile(r"[\s,;]+")
+
+
+class PatternError(ValueError):
+    """A measured pattern that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, source: str | Path, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+@dataclass
+class MeasuredPattern:
+    """A measured powder pattern as read from a file.
+
+    Attributes:
+        two_theta: (N,) float64 diffraction angles 2-theta, degrees, strictly increasing.
+        intensity: (N,) float64 intensities (counts or arbitrary units).
+        wavelength: Angstrom, or None when the file does not state it.
+        source: the file it came from.
+    """
+
+    two_theta: np.ndarray
+    intensity: np.ndarray
+    wavelength: float | None
+    source: Path
+
+    def __len__(self) -> int:
+        return int(self.two_theta.shape[0])
+
+
+@dataclass
+class PatternConfig:
+    """How a measured pattern is brought onto a model's input (``conf/inference/default.yaml``: ``pattern``).
+
+    Attributes:
+        min_coverage: smallest fraction of the model's grid the measurement must cover.
+        min_points: fewest measured points that must fall inside the model's grid.
+        baseline: background removed before anything else: "none", "min" (subtract the minimum)
+            or "snip" (statistics-sensitive non-linear iterative peak clipping).
+        snip_window: half-width of the SNIP clipping window, degrees 2-theta.
+        lorentz_polarisation: correct intensities by the ratio of Lorentz-polarisation factors
+            when the angle axis changes (wavelength conversion), or divide by it for 1/d models
+            whose training patterns carry none.
+    """
+
+    min_coverage: float = 0.2
+    min_points: int = 50
+    baseline: str = "min"
+    snip_window: float = 2.0
+    lorentz_polarisation: bool = True
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model's input axis and the training-time preprocessing of its patterns.
+
+    Attributes:
+        grid: (N,) float64 axis values: 2-theta in degrees (``axis="two_theta"``) or 1/d in
+            1/Angstrom (``axis="inverse_d"``).
+        axis: "two_theta" or "inverse_d".
+        wavelength: Angstrom, for "two_theta" axes.
+        preprocess: maps intensities on the grid (N,) to model inputs (N,), exactly as in training
+            (the simulator's ``preprocess``).
+        lorentz_polarisation: whether the training patterns carry the Lorentz-polarisation factor.
+    """
+
+    grid: np.ndarray
+    axis: str = "two_theta"
+    wavelength: float | None = 1.5406
+    preprocess: Callable[[np.ndarray], np.ndarray] = field(default=lambda y: y, compare=False)
+    lorentz_polarisation: bool = True
+
+
+@dataclass
+class PreparedPattern:
+    """A measured pattern on a model's input.
+
+    Attributes:
+        values: (N,) float32 model input.
+        mask: (N,) bool, True where the measurement covers the grid (elsewhere the input is 0).
+        coverage: fraction of the grid covered.
+        wavelength: the measurement wavelength that was used, Angstrom.
+    """
+
+    values: np.ndarray
+    mask: np.ndarray
+    coverage: float
+    wavelength: float
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_pattern(path: str | Path) -> MeasuredPattern:
+    """Read and check one measured pattern; raises :class:`PatternError` on anything unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise PatternError(path, "file not found")
+    if not path.is_file():
+        raise PatternError(path, "not a regular file")
+    suffix = path.suffix.lower()
+    if suffix in INSTRUMENT_SUFFIXES:
+        pattern = _read_instrument(path)
+    else:
+        pattern = read_text_pattern(path)
+    return check_pattern(pattern)
+
+
+def read_text_pattern(path: str | Path) -> MeasuredPattern:
+    """Two or more delimited columns (2-theta, intensity[, esd]) with optional comments and headers.
+
+    Lines starting with ``#``, ``!``, ``;``, ``%``, ``'`` or ``*`` are comments, non-numeric lines
+    before the data are headers, ``##END`` ends the data (RRUFF). A wavelength stated in a comment
+    or header ("wavelength", "lambda", RRUFF's ``##X-RAY WAVELENGTH=``) is picked up.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise PatternError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    if not text.strip():
+        raise PatternError(path, "empty file")
+    rows: list[tuple[float, float]] = []
+    header: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line:
+            continue
+        if line.upper().startswith("##END"):
+            break
+        if line[0] in "#!;%'*":
+            header.append(line)
+            continue
+        fields = [f for f in _SPLIT.split(line) if f]
+        numeric = [f for f in fields if _NUMBER.match(f) or f.lower() in ("nan", "inf", "-inf", "+inf")]
+        if len(numeric) == len(fields) and len(fields) >= 2:
+            rows.append((float(fields[0]), float(fields[1])))
+            continue
+        if not rows:
+            if len(fields) == 1 and numeric:
+                raise PatternError(path, f"line {lineno}: one column only; expected 2-theta and intensity")
+            header.append(line)
+            continue
+        raise PatternError(path, f"line {lineno}: cannot read two numbers from {raw.strip()[:60]!r}")
+    if not rows:
+        raise PatternError(path, "no data lines (expected two columns: 2-theta, intensity)")
+    data = np.asarray(rows, dtype=np.float64)
+    return MeasuredPattern(two_theta=data[:, 0], intensity=data[:, 1],
+                           wavelength=wavelength_from_text("\n".join(header)), source=path)
+
+
+def wavelength_from_text(text: str) -> float | None:
+    """The first plausible X-ray wavelength (0.1..3 Angstrom) stated in header text, else None."""
+    for pattern in _WAVELENGTH_PATTERNS:
+        for match in pattern.finditer(text):
+            value = float(match.group(1))
+            if 0.1 <= value <= 3.0:
+                return value
+    return None
+
+
+def _read_instrument(path: Path) -> MeasuredPattern:
+    try:
+        import geddes
+    except ImportError as exc:
+        raise PatternError(path, f"reading {path.suffix} files needs the optional package 'geddes' "
+                                 "(pip install 'crystalstream[instruments]')") from exc
+    try:
+        parsed = geddes.read(str(path))
+    except Exception as exc:  # the reader's own errors carry no file name
+        raise PatternError(path, f"not a readable {path.suffix} file ({exc})") from exc
+    wavelength = None
+    if path.suffix.lower() not in (".raw", ".brml", ".rasx"):  # text-based formats state it in the header
+        try:
+            wavelength = wavelength_from_text(path.read_text(encoding="utf-8", errors="replace")[:200_000])
+        except OSError:
+            wavelength = None
+    return MeasuredPattern(two_theta=np.asarray(parsed.x, dtype=np.float64),
+                           intensity=np.asarray(parsed.y, dtype=np.float64), wavelength=wavelength, source=path)
+
+
+def check_pattern(pattern: MeasuredPattern) -> MeasuredPattern:
+    """Refuse empty patterns, non-finite values and non-monotonic angles; a decreasing scan is reversed."""
+    x = np.asarray(pattern.two_theta, dtype=np.float64).ravel()
+    y = np.asarray(pattern.intensity, dtype=np.float64).ravel()
+    src = pattern.source
+    if x.size == 0:
+        raise PatternError(src, "no data points")
+    if x.shape != y.shape:
+        raise PatternError(src, f"{x.size} angles but {y.size} intensities")
+    if x.size < 2:
+        raise PatternError(src, "only one data point")
+    for name, arr in (("2-theta", x), ("intensity", y)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise PatternError(src, f"{int(bad.sum())} non-finite {name} value(s) (NaN or inf), first at point {i + 1}")
+    dx = np.diff(x)
+    if (dx < 0).all():
+        x, y = x[::-1].copy(), y[::-1].copy()
+        dx = -dx[::-1]
+    if not (dx > 0).all():
+        i = int(np.argmax(dx <= 0))
+        raise PatternError(src, f"2-theta is not strictly increasing (point {i + 2}: {x[i + 1]:g} after {x[i]:g})")
+    if x[0] < 0 or x[-1] >= 180:
+        raise PatternError(src, f"2-theta range {x[0]:g}..{x[-1]:g} deg is outside 0..180")
+    if pattern.wavelength is not None and not 0 < pattern.wavelength < 10:
+        raise PatternError(src, f"implausible wavelength {pattern.wavelength:g} A")
+    return MeasuredPattern(two_theta=x, intensity=y, wavelength=pattern.wavelength, source=Path(src))
+
+
+# ------------------------------------------------------------------------------ physics of the axis
+
+
+def lorentz_polarisation(two_theta: np.ndarray) -> np.ndarray:
+    """(1 + cos^2 2theta) / (sin^2 theta cos theta), the unpolarised-beam powder factor."""
+    theta = np.radians(np.asarray(two_theta, dtype=np.float64) / 2.0)
+    return (1.0 + np.cos(2.0 * theta) ** 2) / (np.sin(theta) ** 2 * np.cos(theta))
+
+
+def two_theta_to_inverse_d(two_theta: np.ndarray, wavelength: float) -> np.ndarray:
+    """1/d = 2 sin(theta) / lambda (Bragg), 1/Angstrom."""
+    return 2.0 * np.sin(np.radians(np.asarray(two_theta, dtype=np.float64) / 2.0)) / wavelength
+
+
+def inverse_d_to_two_theta(inverse_d: np.ndarray, wavelength: float) -> np.ndarray:
+    """2-theta in degrees of reflections at 1/d; NaN where lambda/(2d) > 1 (beyond the limiting sphere)."""
+    s = np.asarray(inverse_d, dtype=np.float64) * wavelength / 2.0
+    out = np.full(s.shape, np.nan)
+    ok = (s >= 0) & (s <= 1)
+    out[ok] = np.degrees(2.0 * np.arcsin(s[ok]))
+    return out
+
+
+def convert_wavelength(two_theta: np.ndarray, from_wavelength: float, to_wavelength: float) -> np.ndarray:
+    """2-theta measured at ``from_wavelength`` -> 2-theta of the same d-spacing at ``to_wavelength``.
+
+    NaN where the d-spacing is not reachable at the new wavelength.
+    """
+    if from_wavelength <= 0 or to_wavelength <= 0:
+        raise ValueError(f"wavelengths must be positive, got {from_wavelength} and {to_wavelength}")
+    return inverse_d_to_two_theta(two_theta_to_inverse_d(two_theta, from_wavelength), to_wavelength)
+
+
+def snip_baseline(intensity: np.ndarray, half_window: int) -> np.ndarray:
+    """SNIP background (Ryan et al. 1988) on the log-log-sqrt scale with a window of ``half_window`` points."""
+    y = np.clip(np.asarray(intensity, dtype=np.float64), 0.0, None)
+    v = np.log(np.log(np.sqrt(y + 1.0) + 1.0) + 1.0)
+    n = v.size
+    for p in range(1, max(1, int(half_window)) + 1):
+        if 2 * p >= n:
+            break
+        mid = 0.5 * (v[: n - 2 * p] + v[2 * p:])
+        v[p: n - p] = np.minimum(v[p: n - p], mid)
+    return (np.exp(np.exp(v) - 1.0) - 1.0) ** 2 - 1.0
+
+
+def remove_baseline(pattern: MeasuredPattern, cfg: PatternConfig) -> np.ndarray:
+    """Intensity of ``pattern`` with the configured baseline removed (not clipped)."""
+    y = pattern.intensity
+    if cfg.baseline == "none":
+        return y.copy()
+    if cfg.baseline == "min":
+        return y - y.min()
+    if cfg.baseline == "snip":
+        step = float(np.median(np.diff(pattern.two_theta)))
+        return y - snip_baseline(y, int(round(cfg.snip_window / max(step, 1e-9))))
+    raise ValueError(f"unknown baseline {cfg.baseline!r}: expected 'none', 'min' or 'snip'")
+
+
+# ----------------------------------------------------------------------------------- onto the grid
+
+
+def prepare_pattern(pattern: MeasuredPattern, spec: InputSpec, cfg: PatternConfig,
+                    wavelength: float | None = None) -> PreparedPattern:
+    """Bring a checked measured pattern onto a model's input.
+
+    Args:
+        wavelength: measurement wavelength in Angstrom; None: the file's, else the model's
+            (for 1/d models without a wavelength of their own a wavelength must be known).
+
+    Raises:
+        PatternError: when the pattern covers too little of the model's grid.
+    """
+    src = pattern.source
+    wl = wavelength if wavelength is not None else pattern.wavelength
+    if wl is None:
+        wl = spec.wavelength
+    if wl is None:
+        raise PatternError(src, "the measurement wavelength is unknown: give it with --wavelength")
+    y = remove_baseline(pattern, cfg)
+    x = pattern.two_theta
+    grid = np.asarray(spec.grid, dtype=np.float64)
+    if spec.axis == "two_theta":
+        if spec.wavelength is None:
+            raise ValueError("a two_theta input axis needs the model's wavelength")
+        if abs(wl - spec.wavelength) > 1e-6:
+            x_model = convert_wavelength(x, wl, spec.wavelength)
+            ok = np.isfinite(x_model) & (x > 0)
+            if cfg.lorentz_polarisation and spec.lorentz_polarisation:
+                y = np.where(ok, y, 0.0)
+                y[ok] = y[ok] * lorentz_polarisation(x_model[ok]) / lorentz_polarisation(x[ok])
+            x, y = x_model[ok], y[ok]
+    elif spec.axis == "inverse_d":
+        keep = x > 0
+        x_model = two_theta_to_inverse_d(x[keep], wl)
+        y = y[keep]
+        if cfg.lorentz_polarisation and not spec.lorentz_polarisation:
+            y = y / lorentz_polarisation(x[keep])
+        x = x_model
+    else:
+        raise ValueError(f"unknown input axis {spec.axis!r}")
+    inside = (x >= grid[0]) & (x <= grid[-1])
+    n_inside = int(inside.sum())
+    if n_inside < cfg.min_points:
+        raise PatternError(src, f"only {n_inside} measured points fall inside the model's range "
+                                f"{_axis_range(spec)} (at least {cfg.min_points} needed)")
+    mask = (grid >= x.min()) & (grid <= x.max())
+    coverage = float(mask.mean())
+    if coverage < cfg.min_coverage:
+        lo, hi = (pattern.two_theta[0], pattern.two_theta[-1])
+        raise PatternError(src, f"the measured range {lo:g}..{hi:g} deg 2-theta covers {coverage:.0%} of the "
+                                f"model's range {_axis_range(spec)} (at least {cfg.min_coverage:.0%} needed)")
+    on_grid = np.zeros(grid.shape, dtype=np.float64)
+    on_grid[mask] = np.interp(grid[mask], x, y)
+    on_grid = np.clip(on_grid, 0.0, None)
+    if not on_grid.any():
+        raise PatternError(src, "no signal inside the model's range after baseline removal")
+    values = np.asarray(spec.preprocess(on_grid), dtype=np.float32)
+    if values.shape != grid.shape or not np.isfinite(values).all():
+        raise ValueError(f"{src}: preprocessing returned {values.shape} values or non-finite numbers")
+    return PreparedPattern(values=values, mask=mask, coverage=coverage, wavelength=float(wl))
+
+
+def _axis_range(spec: InputSpec) -> str:
+    unit = "deg 2-theta" if spec.axis == "two_theta" else "1/A"
+    return f"{spec.grid[0]:g}..{spec.grid[-1]:g} {unit}"
+
+
+def write_xy(path: str | Path, two_theta: np.ndarray, intensity: np.ndarray, wavelength: float | None = None,
+             delimiter: str = " ") -> Path:
+    """Write a two-column pattern (used to export simulated patterns and in tests)."""
+    path = Path(path)
+    lines = []
+    if wavelength is not None:
+        lines.append(f"# wavelength: {wavelength:.6f}")
+    lines += [f"{a:.5f}{delimiter}{b:.6g}" for a, b in zip(two_theta, intensity)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def nominal_step(two_theta: np.ndarray) -> float:
+    """Median angular step of a scan, degrees."""
+    return float(np.median(np.diff(np.asarray(two_theta, dtype=np.float64)))) if len(two_theta) > 1 else math.nan

@@ -1,0 +1,84 @@
+"""Model output shapes and parameter counts (device-parametrised)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from trainer.models import build_model, count_parameters
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+# Paper (Schopmans et al. 2023, Table 1) for 145 classes and 8501 points; parkcnn_small worked
+# out from the same layer sizes (dense 700-70).
+PAPER_COUNTS = {
+    "parkcnn_small": 1_052_305,
+    "parkcnn_medium": 4_246_797,
+    "parkcnn_big": 4_959_585,
+    "resnet10": 9_395_025,
+    "resnet50": 41_362_385,
+    "resnet101": 60_354_513,
+}
+
+
+def model_cfg(name: str, **overrides):
+    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    return OmegaConf.merge(cfg, overrides)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
+def test_parameter_count_matches_paper(name):
+    with torch.device("meta"):
+        model = build_model(model_cfg(name), 145, 8501)
+    n = count_parameters(model)
+    print(f"{name}: {n:,} parameters")
+    assert abs(n - PAPER_COUNTS[name]) / PAPER_COUNTS[name] < 0.02
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["parkcnn_small", "parkcnn_medium", "resnet10", "resnet50"])
+@pytest.mark.parametrize("volume_head", [False, True])
+def test_output_shapes(name, device, volume_head):
+    torch.manual_seed(0)
+    model = build_model(model_cfg(name, volume_head=volume_head), 7, 2048).to(device)
+    x = torch.rand(3, 2048, device=device)
+    out = model(x)
+    assert out["logits"].shape == (3, 7)
+    assert out["logits"].device.type == device
+    assert torch.isfinite(out["logits"]).all()
+    if volume_head:
+        assert out["log_volume"].shape == (3,)
+    else:
+        assert "log_volume" not in out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float16_patterns_and_batch_independence(device):
+    """Patterns arrive as float16; GroupNorm keeps samples independent of their batch mates."""
+    torch.manual_seed(0)
+    model = build_model(model_cfg("resnet10"), 5, 1024).to(device).eval()
+    x = torch.rand(4, 1024, device=device)
+    with torch.no_grad():
+        full = model(x.half().float())["logits"]
+        single = model(x[:1].half().float())["logits"]
+    torch.testing.assert_close(full[:1], single, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_arch_and_short_input_raise():
+    with pytest.raises(ValueError, match="arch"):
+        build_model({"arch": "transformer"}, 5, 2048)
+    with pytest.raises(ValueError, match="too short"):
+        build_model(model_cfg("parkcnn_big"), 5, 100)
+    with pytest.raises(Exception):
+        build_model({"arch": "park", "not_a_field": 1}, 5, 2048)
+
+
+def test_dropout_only_when_configured():
+    plain = build_model(model_cfg("parkcnn_medium"), 5, 2048)
+    dropped = build_model(model_cfg("parkcnn_medium", dropout_conv=0.3, dropout_dense=0.5), 5, 2048)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.Dropout) for m in dropped.modules()) == 5
+    assert count_parameters(plain) == count_parameters(dropped)

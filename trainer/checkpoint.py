@@ -1,0 +1,325 @@
+"""Portable, atomic checkpoints.
+
+A checkpoint is a directory::
+
+    step_000300/
+        model.safetensors     weights (safetensors, CPU tensors)
+        meta.json             CheckpointMeta: class list, model and simulation config, volume
+                              normalisation, step, run config
+        training_state.pt     optimizer + scheduler state and RNG states (plain tensors and
+                              containers, loaded with ``torch.load(weights_only=True)``); absent
+                              in inference-only exports
+
+It is written into a temporary sibling directory and moved into place with ``os.replace``, so a
+reader never sees half a checkpoint. The run's checkpoint folder keeps ``latest.json`` pointing
+at the newest complete one; any of the folder, ``latest.json``, the step directory or a file in
+it can be passed to :func:`load_for_inference` or ``trainer.resume=PATH``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+META = "meta.json"
+STATE = "training_state.pt"
+LATEST = "latest.json"
+
+
+@dataclass
+class CheckpointMeta:
+    """Everything needed to rebuild a model and feed it patterns it understands.
+
+    Attributes:
+        space_groups: International space-group numbers; index i is the model's class i.
+        model: the model config (``conf/model``) as a plain dict, for :func:`trainer.models.build_model`.
+        input_length: number of pattern points the model expects.
+        simulation: the simulation config the training patterns came from (grid / wavelength /
+            peak shape / preprocessing) as a plain dict; measured patterns must be brought onto it.
+        volume_norm: ``{"mean": m, "std": s}`` of the natural log of the conventional cell volume
+            (A^3) the volume head was trained on (prediction z -> log V = m + s z); None without
+            a volume head.
+        step: optimizer steps taken.
+        samples_seen: training patterns consumed (all workers).
+        config: the whole run config (resolved), for provenance.
+        metrics: last evaluation metrics at save time (may be empty).
+        final: True for the checkpoint written at the end of a run.
+        format_version: checkpoint layout version.
+        created: UTC time stamp.
+    """
+
+    space_groups: list[int]
+    model: dict
+    input_length: int
+    simulation: dict = field(default_factory=dict)
+    volume_norm: Optional[dict] = None
+    step: int = 0
+    samples_seen: int = 0
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    final: bool = False
+    format_version: int = FORMAT_VERSION
+    created: str = ""
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.space_groups)
+
+    def log_volume(self, z: Any) -> Any:
+        """Natural log of the cell volume from the volume head's z-score output."""
+        if self.volume_norm is None:
+            raise ValueError("this checkpoint has no volume head normalisation")
+        return self.volume_norm["mean"] + self.volume_norm["std"] * z
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=_json_default)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CheckpointMeta":
+        version = int(data.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            raise ValueError(f"checkpoint format {version} is newer than this code understands ({FORMAT_VERSION})")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel) or (
+            hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module)
+        ):
+            model = model.module
+        else:
+            return model
+
+
+# ----------------------------------------------------------------------------------------- RNG
+def rng_state() -> dict:
+    """Python, NumPy and torch (CPU and CUDA) RNG states as tensors and plain containers."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`rng_state` (missing parts are left alone)."""
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        s = state["numpy"]
+        np.random.set_state(
+            ("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached_gaussian"])
+        )
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+# ---------------------------------------------------------------------------------------- save
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    meta: CheckpointMeta,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    scheduler: Any = None,
+    extra_state: Optional[dict] = None,
+    include_rng: bool = True,
+) -> Path:
+    """Write a checkpoint directory at ``path`` atomically and return its path.
+
+    ``extra_state`` (plain containers / tensors) is stored in ``training_state.pt`` next to the
+    optimizer and scheduler state, e.g. the batch source's state.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in unwrap(model).state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "step": str(meta.step)})
+        meta.created = meta.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        (tmp / META).write_text(meta.to_json())
+        if optimizer is not None or scheduler is not None or extra_state is not None or include_rng:
+            training = {
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": rng_state() if include_rng else None,
+                "extra": extra_state or {},
+            }
+            torch.save(training, tmp / STATE)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():
+            trash = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def mark_latest(checkpoint: str | os.PathLike) -> Path:
+    """Point ``<parent>/latest.json`` at ``checkpoint`` (atomically)."""
+    checkpoint = Path(checkpoint)
+    meta = json.loads((checkpoint / META).read_text())
+    pointer = checkpoint.parent / LATEST
+    _atomic_write_text(pointer, json.dumps({"path": checkpoint.name, "step": meta.get("step", 0)}))
+    return pointer
+
+
+def prune_checkpoints(directory: str | os.PathLike, keep: int, protect: tuple[Path, ...] = ()) -> None:
+    """Delete all but the ``keep`` newest ``step_*`` checkpoints in ``directory``."""
+    if keep <= 0:
+        return
+    directory = Path(directory)
+    steps = sorted(p for p in directory.glob("step_*") if p.is_dir() and (p / META).exists())
+    protected = {Path(p).resolve() for p in protect}
+    for p in steps[:-keep]:
+        if p.resolve() not in protected:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------- load
+def resolve(path: str | os.PathLike) -> Path:
+    """The checkpoint directory meant by ``path`` (run folder, checkpoints folder, latest.json,
+    step directory, or a file inside one)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}")
+    if p.is_file():
+        if p.name == LATEST:
+            return resolve(p.parent / json.loads(p.read_text())["path"])
+        p = p.parent
+    if (p / META).exists() and (p / WEIGHTS).exists():
+        return p
+    for candidate in (p / LATEST, p / "checkpoints" / LATEST):
+        if candidate.exists():
+            return resolve(candidate)
+    raise FileNotFoundError(f"{p} holds no checkpoint ({META} + {WEIGHTS}) and no {LATEST}")
+
+
+def load_meta(path: str | os.PathLike) -> CheckpointMeta:
+    return CheckpointMeta.from_dict(json.loads((resolve(path) / META).read_text()))
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    return load_file(str(resolve(path) / WEIGHTS), device=str(device))
+
+
+def load_for_inference(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild the model of a checkpoint with its weights, in eval mode, on ``device``."""
+    from trainer.models import build_model
+
+    directory = resolve(path)
+    meta = load_meta(directory)
+    model = build_model(meta.model, meta.n_classes, meta.input_length)
+    model.load_state_dict(load_weights(directory, "cpu"), strict=True)
+    model.to(device).eval()
+    return model, meta
+
+
+@dataclass
+class TrainingState:
+    """What :func:`load_training_state` returns to resume a run."""
+
+    path: Path
+    meta: CheckpointMeta
+    weights: dict[str, torch.Tensor]
+    optimizer: Optional[dict]
+    scheduler: Optional[dict]
+    rng: Optional[dict]
+    extra: dict
+
+
+def load_training_state(path: str | os.PathLike) -> TrainingState:
+    """Weights, optimizer, scheduler, RNG and extra state of a checkpoint (for ``trainer.resume``)."""
+    directory = resolve(path)
+    meta = load_meta(directory)
+    weights = load_weights(directory)
+    state_file = directory / STATE
+    if state_file.exists():
+        training = torch.load(state_file, map_location="cpu", weights_only=True)
+    else:
+        training = {}
+    return TrainingState(
+        path=directory,
+        meta=meta,
+        weights=weights,
+        optimizer=training.get("optimizer"),
+        scheduler=training.get("scheduler"),
+        rng=training.get("rng"),
+        extra=training.get("extra") or {},
+    )

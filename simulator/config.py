@@ -1,0 +1,181 @@
+"""Structured configuration of the simulator (Hydra / OmegaConf dataclasses).
+
+``conf/simulation/default.yaml`` is the paper's pure pattern; ``conf/simulation/imperfections.yaml``
+turns on the experimental imperfections of its SI S4.2. Ranges are ``[low, high]`` lists from which
+one value per pattern is drawn uniformly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+KALPHA1 = 1.540562  # A, Cu K-alpha1
+KALPHA2 = 1.544390  # A, Cu K-alpha2
+
+
+@dataclass
+class GridConfig:
+    """2-theta axis in degrees: ``two_theta_min + step * i`` up to ``two_theta_max`` inclusive."""
+
+    two_theta_min: float = 5.0
+    two_theta_max: float = 90.0
+    step: float = 0.01
+
+
+@dataclass
+class ProfileConfig:
+    """Peak shape and width.
+
+    shape: "gaussian" or "pseudo_voigt" (same FWHM for both parts, one mixing ``eta`` per pattern).
+    width: "scherrer" (crystallite size, K = ``scherrer_k``) or "caglioti" (FWHM^2 = U tan^2 + V tan + W, deg^2).
+    kalpha2: add the K-alpha2 line (``kalpha2_wavelength``, ``kalpha2_ratio`` of the K-alpha1 intensity).
+    cutoff: each peak is rendered only where it exceeds ``cutoff`` times the tallest peak's height.
+    margin_deg: peaks up to this far outside the grid are simulated too (their tails reach into it).
+    """
+
+    shape: str = "gaussian"
+    width: str = "scherrer"
+    crystallite_size_nm: List[float] = field(default_factory=lambda: [20.0, 100.0])
+    scherrer_k: float = 0.9
+    caglioti_u: List[float] = field(default_factory=lambda: [0.0, 0.01])
+    caglioti_v: List[float] = field(default_factory=lambda: [0.0, 0.0])
+    caglioti_w: List[float] = field(default_factory=lambda: [0.0, 0.01])
+    eta: List[float] = field(default_factory=lambda: [0.0, 1.0])
+    min_fwhm_deg: float = 0.02
+    kalpha2: bool = False
+    kalpha2_wavelength: float = KALPHA2
+    kalpha2_ratio: float = 0.5
+    cutoff: float = 1e-7
+    margin_deg: float = 1.0
+
+
+@dataclass
+class GPBackgroundConfig:
+    """Gaussian-process background (RBF kernel on 2-theta in degrees), scaled to sum ``scale`` over the grid.
+
+    ``scale`` is drawn from a normal (mean ``scale_mean``, sd ``scale_sd``) truncated to ``scale_range``.
+    The GP is sampled on ``n_knots`` points and interpolated (the length scale is many grid steps).
+    """
+
+    enabled: bool = False
+    length_scale: List[float] = field(default_factory=lambda: [7.0, 40.0])
+    amplitude: float = 1.0
+    scale_mean: float = 0.0
+    scale_sd: float = 75.0
+    scale_range: List[float] = field(default_factory=lambda: [0.0, 150.0])
+    n_knots: int = 256
+
+
+@dataclass
+class VecseiBackgroundConfig:
+    """Step-up, step-down, polynomial and bump backgrounds, each present with ``probability``.
+
+    ``total_height`` is 0.1 in the paper; each chosen function gets T = total_height / (number chosen).
+    """
+
+    enabled: bool = False
+    probability: float = 0.5
+    total_height: float = 0.1
+    step_steepness: List[float] = field(default_factory=lambda: [10.0, 60.0])
+    step_width: float = 1.0 / 7.0
+    polynomial_max_order: int = 4
+    bump_steepness: List[float] = field(default_factory=lambda: [40.0, 70.0])
+
+
+@dataclass
+class NoiseConfig:
+    """Additive Gaussian (sd), multiplicative Gaussian (mean 1, sd) and additive uniform noise (amplitude)."""
+
+    enabled: bool = False
+    additive_sd: List[float] = field(default_factory=lambda: [0.0, 0.02])
+    multiplicative_sd: List[float] = field(default_factory=lambda: [0.0, 0.16])
+    uniform_amplitude: List[float] = field(default_factory=lambda: [0.0, 0.0])
+
+
+@dataclass
+class ImpurityConfig:
+    """Second phase mixed in as (1 - a) I_pure + a I_impurity."""
+
+    enabled: bool = False
+    weight: List[float] = field(default_factory=lambda: [0.0, 0.05])
+
+
+@dataclass
+class SimulationConfig:
+    """Everything that turns a crystal into a model input.
+
+    wavelength: A (Cu K-alpha1 by default). min_peak_intensity: peaks below this fraction of the
+    strongest are dropped. debye_waller_b: one isotropic B (A^2) for every atom, or None.
+    sqrt: take the square root of the [0, 1]-scaled pattern (the ResNets' input).
+    symmetry: enumerate one reflection per Laue orbit (same result, faster).
+    """
+
+    wavelength: float = 1.5406
+    grid: GridConfig = field(default_factory=GridConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    min_peak_intensity: float = 1e-5
+    debye_waller_b: Optional[float] = None
+    gp_background: GPBackgroundConfig = field(default_factory=GPBackgroundConfig)
+    vecsei_background: VecseiBackgroundConfig = field(default_factory=VecseiBackgroundConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    impurity: ImpurityConfig = field(default_factory=ImpurityConfig)
+    sqrt: bool = True
+    symmetry: bool = True
+
+    @classmethod
+    def from_any(cls, config=None) -> "SimulationConfig":
+        """A validated config from None (defaults), a dataclass, a plain dict or a DictConfig."""
+        if isinstance(config, cls):
+            cfg = config
+        else:
+            base = OmegaConf.structured(cls)
+            if config is not None:
+                base = OmegaConf.merge(base, config if isinstance(config, DictConfig) else OmegaConf.create(config))
+            cfg = OmegaConf.to_object(base)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path) -> "SimulationConfig":
+        """Load and validate a YAML file (errors name the file)."""
+        try:
+            raw = OmegaConf.load(path)
+            return cls.from_any(raw)
+        except Exception as err:  # OmegaConf and validation errors alike
+            raise ValueError(f"{path}: invalid simulation config: {err}") from err
+
+    def validate(self) -> None:
+        g = self.grid
+        if not (0.0 <= g.two_theta_min < g.two_theta_max < 180.0) or g.step <= 0:
+            raise ValueError(f"grid: need 0 <= two_theta_min < two_theta_max < 180 and step > 0, got {g}")
+        if self.wavelength <= 0:
+            raise ValueError(f"wavelength must be positive, got {self.wavelength}")
+        p = self.profile
+        if p.shape not in ("gaussian", "pseudo_voigt"):
+            raise ValueError(f"profile.shape must be 'gaussian' or 'pseudo_voigt', got {p.shape!r}")
+        if p.width not in ("scherrer", "caglioti"):
+            raise ValueError(f"profile.width must be 'scherrer' or 'caglioti', got {p.width!r}")
+        ranges = {"profile.crystallite_size_nm": p.crystallite_size_nm, "profile.caglioti_u": p.caglioti_u,
+                  "profile.caglioti_v": p.caglioti_v, "profile.caglioti_w": p.caglioti_w, "profile.eta": p.eta,
+                  "gp_background.length_scale": self.gp_background.length_scale,
+                  "gp_background.scale_range": self.gp_background.scale_range,
+                  "vecsei_background.step_steepness": self.vecsei_background.step_steepness,
+                  "vecsei_background.bump_steepness": self.vecsei_background.bump_steepness,
+                  "noise.additive_sd": self.noise.additive_sd, "noise.multiplicative_sd": self.noise.multiplicative_sd,
+                  "noise.uniform_amplitude": self.noise.uniform_amplitude, "impurity.weight": self.impurity.weight}
+        for name, r in ranges.items():
+            if len(r) != 2 or r[0] > r[1]:
+                raise ValueError(f"{name} must be [low, high] with low <= high, got {list(r)}")
+        if p.crystallite_size_nm[0] <= 0:
+            raise ValueError(f"profile.crystallite_size_nm must be positive, got {list(p.crystallite_size_nm)}")
+        if not 0.0 <= p.eta[0] <= p.eta[1] <= 1.0:
+            raise ValueError(f"profile.eta must lie in [0, 1], got {list(p.eta)}")
+        if not 0.0 <= self.impurity.weight[0] <= self.impurity.weight[1] <= 1.0:
+            raise ValueError(f"impurity.weight must lie in [0, 1], got {list(self.impurity.weight)}")
+
+    @property
+    def n_points(self) -> int:
+        g = self.grid
+        return int(round((g.two_theta_max - g.two_theta_min) / g.step)) + 1

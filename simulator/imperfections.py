@@ -1,0 +1,136 @@
+"""Experimental imperfections as small composable transforms on a pattern over its 2-theta grid.
+
+Every transform is built from its config section and called as ``transform(pattern, grid, rng)``,
+returning a new float64 array (N,); all randomness comes from the numpy ``Generator`` passed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import truncnorm
+
+from simulator.config import GPBackgroundConfig, ImpurityConfig, NoiseConfig, VecseiBackgroundConfig
+
+
+def _uniform(rng: np.random.Generator, bounds) -> float:
+    lo, hi = float(bounds[0]), float(bounds[1])
+    return lo if hi <= lo else float(rng.uniform(lo, hi))
+
+
+def _truncated_normal(rng: np.random.Generator, mean: float, sd: float, lo: float, hi: float) -> float:
+    if sd <= 0:
+        return float(np.clip(mean, lo, hi))
+    return float(truncnorm.rvs((lo - mean) / sd, (hi - mean) / sd, loc=mean, scale=sd, random_state=rng))
+
+
+@dataclass
+class GPBackground:
+    """Gaussian-process background (SI S4.2): an RBF-kernel GP sample over 2-theta (deg), minus its
+    minimum, divided by its sum over the grid, times a truncated-normal scale; added to the pattern."""
+
+    config: GPBackgroundConfig
+
+    def sample(self, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        length = _uniform(rng, c.length_scale)
+        # the GP is smooth on the scale of `length` (>= several degrees): sample on knots, interpolate
+        knots = np.linspace(grid[0], grid[-1], max(int(c.n_knots), 8))
+        diff = knots[:, None] - knots[None, :]
+        cov = c.amplitude ** 2 * np.exp(-0.5 * (diff / length) ** 2)
+        chol = np.linalg.cholesky(cov + 1e-8 * c.amplitude ** 2 * np.eye(len(knots)))
+        values = np.interp(grid, knots, chol @ rng.standard_normal(len(knots)))
+        values -= values.min()
+        total = values.sum()
+        scale = _truncated_normal(rng, c.scale_mean, c.scale_sd, *c.scale_range)
+        return values / total * scale if total > 0 else values
+
+    def __call__(self, pattern: np.ndarray, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return pattern + self.sample(grid, rng)
+
+
+@dataclass
+class VecseiBackground:
+    """Vecsei et al. (2019, appendix) background: smooth step-up, step-down, |polynomial| of order <= 4
+    and a bump near the direct beam, each chosen with ``probability``; heights share T = 0.1 / (number chosen)."""
+
+    config: VecseiBackgroundConfig
+
+    def sample(self, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        rel = (grid - grid[0]) / (grid[-1] - grid[0])
+        chosen = rng.random(4) < c.probability
+        out = np.zeros_like(rel)
+        if not chosen.any():
+            return out
+        t = c.total_height / chosen.sum()
+        if chosen[0]:  # step up near the left edge
+            h = _truncated_normal(rng, t / 3, t / 7, 0.0, t)
+            a = _uniform(rng, c.step_steepness)
+            pos = rng.uniform(0.0, c.step_width)
+            out += h / (1.0 + np.exp(a * (rel - pos)))
+        if chosen[1]:  # step down near the right edge
+            h = _truncated_normal(rng, t / 3, t / 7, 0.0, t)
+            a = _uniform(rng, c.step_steepness)
+            pos = rng.uniform(1.0 - c.step_width, 1.0)
+            out += h * (1.0 - 1.0 / (1.0 + np.exp(a * (rel - pos))))
+        if chosen[2]:
+            order = int(rng.integers(0, c.polynomial_max_order + 1))
+            coef = np.where(rng.random(order + 1) < 0.5, 0.0,
+                            3 * t / (2 * (order + 1)) * rng.uniform(-1.0, 1.0, order + 1))
+            out += np.abs(np.polynomial.polynomial.polyval(rel, coef))
+        if chosen[3]:
+            h = _truncated_normal(rng, 2 * t / 5, 3 * t / 35, 0.0, 3 * t / 5)
+            n = _uniform(rng, c.bump_steepness)
+            out += h * (n * rel) ** 2 * np.exp(-n * rel)
+        return out
+
+    def __call__(self, pattern: np.ndarray, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return pattern + self.sample(grid, rng)
+
+
+@dataclass
+class Noise:
+    """Multiplicative Gaussian noise (mean 1), then additive Gaussian and uniform noise; each level drawn per pattern."""
+
+    config: NoiseConfig
+
+    def __call__(self, pattern: np.ndarray, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        n = pattern.shape[0]
+        out = pattern * (1.0 + _uniform(rng, c.multiplicative_sd) * rng.standard_normal(n))
+        out = out + _uniform(rng, c.additive_sd) * rng.standard_normal(n)
+        amp = _uniform(rng, c.uniform_amplitude)
+        if amp > 0:
+            out = out + amp * rng.random(n)
+        return out
+
+
+@dataclass
+class ImpurityMix:
+    """Second phase: (1 - a) I_pure + a I_impurity, a drawn per pattern; both patterns scaled to max 1 first."""
+
+    config: ImpurityConfig
+
+    def __call__(self, pattern: np.ndarray, impurity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        a = _uniform(rng, self.config.weight)
+        return (1.0 - a) * _to_unit_max(pattern) + a * _to_unit_max(impurity)
+
+
+def _to_unit_max(x: np.ndarray) -> np.ndarray:
+    top = float(np.max(x)) if x.size else 0.0
+    return x / top if top > 0 else x
+
+
+def preprocess(intensity: np.ndarray, sqrt: bool) -> np.ndarray:
+    """Training-time scaling of pattern(s) on the grid: min-max to [0, 1] per pattern, then optional sqrt.
+
+    Works on (N,) or (B, N); returns float32. A flat pattern becomes all zeros.
+    """
+    x = np.asarray(intensity, np.float64)
+    lo = x.min(axis=-1, keepdims=True)
+    span = x.max(axis=-1, keepdims=True) - lo
+    x = np.divide(x - lo, span, out=np.zeros_like(x), where=span > 0)
+    if sqrt:
+        x = np.sqrt(x)
+    return x.astype(np.float32)

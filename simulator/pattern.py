@@ -1,0 +1,139 @@
+"""Crystal -> model input: peaks, profiles, imperfections and preprocessing on the configured grid."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.config import SimulationConfig
+from simulator.imperfections import GPBackground, ImpurityMix, Noise, VecseiBackground, preprocess
+from simulator.peaks import Peaks, crystal_arrays, peaks_from_arrays
+from simulator.profiles import caglioti_fwhm, doublet_positions, render_peaks, scherrer_fwhm
+
+
+@dataclass
+class ProfileParameters:
+    """Per-pattern draws of the profile (units: nm, deg^2, dimensionless)."""
+
+    crystallite_size_nm: float
+    caglioti_u: float
+    caglioti_v: float
+    caglioti_w: float
+    eta: float
+
+
+class PatternSimulator:
+    """Turns crystals (``SyntheticCrystal`` or pymatgen ``Structure``) into (N,) float32 patterns in [0, 1].
+
+    Attributes:
+        config: the validated :class:`SimulationConfig`.
+        grid: (N,) float64 2-theta axis, degrees.
+    """
+
+    def __init__(self, config=None):
+        self.config = SimulationConfig.from_any(config)
+        g = self.config.grid
+        self.grid = g.two_theta_min + g.step * np.arange(self.config.n_points)
+        c = self.config
+        self._backgrounds = [t for t, on in ((GPBackground(c.gp_background), c.gp_background.enabled),
+                                             (VecseiBackground(c.vecsei_background), c.vecsei_background.enabled))
+                             if on]
+        self._noise = Noise(c.noise) if c.noise.enabled else None
+        self._impurity = ImpurityMix(c.impurity) if c.impurity.enabled else None
+
+    # -- peaks and profiles -------------------------------------------------------------------
+    def peaks(self, crystal) -> Peaks:
+        """Peaks at the configured wavelength over the grid plus the profile margin."""
+        c = self.config
+        lo = max(self.grid[0] - c.profile.margin_deg, 0.0)
+        hi = min(self.grid[-1] + c.profile.margin_deg, 179.9)
+        return peaks_from_arrays(crystal_arrays(crystal, symmetry=c.symmetry), c.wavelength, (lo, hi),
+                                 c.debye_waller_b, c.min_peak_intensity)
+
+    def draw_profile(self, rng: np.random.Generator) -> ProfileParameters:
+        p = self.config.profile
+        u = lambda r: float(r[0]) if r[1] <= r[0] else float(rng.uniform(r[0], r[1]))  # noqa: E731
+        return ProfileParameters(u(p.crystallite_size_nm), u(p.caglioti_u), u(p.caglioti_v), u(p.caglioti_w),
+                                 u(p.eta) if p.shape == "pseudo_voigt" else 0.0)
+
+    def fwhm(self, two_theta: np.ndarray, params: ProfileParameters) -> np.ndarray:
+        """Peak FWHM in degrees at ``two_theta`` for one pattern's profile parameters."""
+        p = self.config.profile
+        if p.width == "scherrer":
+            w = scherrer_fwhm(two_theta, self.config.wavelength, params.crystallite_size_nm, p.scherrer_k)
+        else:
+            w = caglioti_fwhm(two_theta, params.caglioti_u, params.caglioti_v, params.caglioti_w)
+        return np.maximum(w, p.min_fwhm_deg)
+
+    def render(self, peaks: Peaks, params: ProfileParameters) -> np.ndarray:
+        """(N,) float64 profile sum on the grid (not yet scaled), K-alpha2 included if configured."""
+        p = self.config.profile
+        centers, inten = peaks.two_theta, peaks.intensity
+        if p.kalpha2 and len(centers):
+            second = doublet_positions(centers, peaks.wavelength, p.kalpha2_wavelength)
+            ok = np.isfinite(second)
+            centers = np.concatenate([centers, second[ok]])
+            inten = np.concatenate([inten, p.kalpha2_ratio * inten[ok]])
+        out = np.zeros(self.grid.shape[0])
+        if len(centers):
+            render_peaks(out, float(self.grid[0]), float(self.config.grid.step), np.ascontiguousarray(centers),
+                         np.ascontiguousarray(inten), self.fwhm(centers, params), float(params.eta), p.cutoff)
+        return out
+
+    # -- whole patterns ------------------------------------------------------------------------
+    def pure(self, crystal, rng: np.random.Generator, params: ProfileParameters | None = None) -> np.ndarray:
+        """(N,) float64 pure pattern scaled to max 1 (no background, noise or impurity)."""
+        out = self.render(self.peaks(crystal), params or self.draw_profile(rng))
+        top = out.max()
+        return out / top if top > 0 else out
+
+    def imperfect(self, pure: np.ndarray, rng: np.random.Generator, impurity: np.ndarray | None = None) -> np.ndarray:
+        """Apply the enabled imperfections to a pure pattern (impurity phase only when one is given)."""
+        x = pure
+        if self._impurity is not None and impurity is not None:
+            x = self._impurity(x, impurity, rng)
+        for background in self._backgrounds:
+            x = background(x, self.grid, rng)
+        if self._noise is not None:
+            x = self._noise(x, self.grid, rng)
+        return x
+
+    def preprocess(self, intensity: np.ndarray) -> np.ndarray:
+        """Exactly the training-time scaling (min-max to [0, 1], optional sqrt) of (N,) or (B, N) patterns
+        already on :attr:`grid`; use it for measured patterns at inference. Returns float32."""
+        x = np.asarray(intensity)
+        if x.shape[-1] != self.grid.shape[0]:
+            raise ValueError(f"pattern has {x.shape[-1]} points, the grid {self.grid.shape[0]}; "
+                             "interpolate it onto PatternSimulator.grid first")
+        return preprocess(x, self.config.sqrt)
+
+    def pattern(self, crystal, rng: np.random.Generator, impurity=None) -> np.ndarray:
+        """(N,) float32 model input in [0, 1] for one crystal; ``impurity``: a second crystal for the impurity phase."""
+        pure = self.pure(crystal, rng)
+        imp = self.pure(impurity, rng) if (impurity is not None and self._impurity is not None) else None
+        return self.preprocess(self.imperfect(pure, rng, imp))
+
+    def patterns(self, crystals, rng: np.random.Generator, impurities=None) -> np.ndarray:
+        """(B, N) float32 batch. With the impurity phase enabled and no ``impurities`` given, crystal
+        i + 1 of the batch (cyclically) is crystal i's impurity, so no extra crystals are needed."""
+        crystals = list(crystals)
+        out = np.empty((len(crystals), self.grid.shape[0]), np.float32)
+        pures = [self.pure(c, rng) for c in crystals]
+        for i, pure in enumerate(pures):
+            imp = None
+            if self._impurity is not None:
+                if impurities is not None:
+                    imp = self.pure(impurities[i], rng)
+                elif len(pures) > 1:
+                    imp = pures[(i + 1) % len(pures)]
+            out[i] = self.preprocess(self.imperfect(pure, rng, imp))
+        return out
+
+    def timing(self, crystals, rng: np.random.Generator) -> dict[str, float]:
+        """Seconds and bytes per sample of :meth:`patterns` on ``crystals`` (for logs and benchmarks)."""
+        t0 = time.perf_counter()
+        batch = self.patterns(crystals, rng)
+        dt = time.perf_counter() - t0
+        n = max(len(batch), 1)
+        return {"seconds_per_sample": dt / n, "bytes_per_sample": batch.nbytes / n}

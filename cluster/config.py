@@ -1,0 +1,137 @@
+"""Structured configs of the streaming and evaluation side (``conf/cluster/*.yaml``, ``conf/evaluation/*.yaml``).
+
+Every knob of :mod:`cluster` lives here; the YAML files only set values. Use :func:`to_dataclass`
+to turn a Hydra/OmegaConf node (or a plain dict) into the typed dataclass, which rejects unknown
+keys and wrong types.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class RealSourceConfig:
+    """The stream over simulated real structures (baseline: train on the statistics side directly).
+
+    Attributes:
+        variants: patterns simulated per structure (independent crystallite sizes / imperfections),
+            simulated once and cached; batches are drawn from them in shuffled epochs.
+        max_structures: use at most this many structures (None: all), chosen with the root seed.
+    """
+
+    variants: int = 2
+    max_structures: Optional[int] = None
+
+
+@dataclass
+class ClusterConfig:
+    """Where and how the diffractogram stream runs.
+
+    Attributes:
+        source: "ray" (generation actors feeding a bounded Ray queue), "local" (the same producer
+            code in the trainer's process, for tests and CPU debugging) or "real" (simulated
+            statistics-side real structures, the baseline).
+        address: Ray address to connect to (None: start a local Ray instance, "auto": the cluster
+            this machine belongs to, e.g. after ``ray up``).
+        num_cpus: CPUs of a local Ray instance started by the stream (None: all of the machine).
+        num_actors: generation actors (None: the CPUs Ray sees minus ``trainer_cpus`` and the
+            evaluators' CPUs, at least 1).
+        actor_cpus: CPUs reserved per generation actor.
+        trainer_cpus: CPUs left to the trainer when ``num_actors`` is derived.
+        batch_size: patterns per batch (whole batches cross the queue).
+        patterns_per_crystal: patterns simulated per synthetic crystal (independent crystallite
+            sizes; the paper's parkCNN used 2), so a batch holds batch_size / this crystals.
+        queue_size: batches the queue holds before producers block (backpressure).
+        dtype: dtype of the patterns crossing the queue ("float16" halves the payload).
+        get_timeout_s: how long the trainer waits for one batch before ``TimeoutError``.
+        poll_s: slice of a blocking wait; actor health is checked between slices.
+        put_timeout_s: slice of a producer's blocking put; a stop request is seen between slices.
+        max_replacements: dead generation actors replaced before the stream gives up.
+        stats_timeout_s: how long ``metrics()`` waits for actors' counters.
+        seed: root seed; actor i gets ``SeedSequence(seed).spawn`` child (0, i, incarnation).
+        real: options of the "real" source.
+    """
+
+    source: str = "ray"
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    num_actors: Optional[int] = None
+    actor_cpus: float = 1.0
+    trainer_cpus: float = 1.0
+    batch_size: int = 145
+    patterns_per_crystal: int = 1
+    queue_size: int = 16
+    dtype: str = "float16"
+    get_timeout_s: float = 300.0
+    poll_s: float = 1.0
+    put_timeout_s: float = 1.0
+    max_replacements: int = 100
+    stats_timeout_s: float = 2.0
+    seed: int = 0
+    real: RealSourceConfig = field(default_factory=RealSourceConfig)
+
+
+@dataclass
+class EvaluationConfig:
+    """Scoring the model on held-out data in parallel with training.
+
+    Attributes:
+        enabled: evaluate at all.
+        backend: "ray" (evaluator actors, never blocking the trainer) or "local" (in-process,
+            synchronous; tests and debugging).
+        interval_steps: submit the current weights every this many training steps.
+        num_evaluators: evaluator actors.
+        evaluator_cpus: CPUs per evaluator actor (also its torch thread count).
+        max_pending: submissions kept while every evaluator is busy (older ones are dropped).
+        batch_size: patterns per forward pass.
+        test_sets: names of the sets to build: "test_database" (held-out structure types,
+            database labels), "test_spglib" (same crystals, spglib labels), "test_ordered"
+            (spglib labels, crystals without partial occupancy), "statistics_real" (statistics-side
+            real crystals), "synthetic" (a fixed fresh synthetic set), "randomised_coordinates",
+            "randomised_lattice", "randomised_both" (held-out crystals re-randomised).
+        max_test_crystals: cap per real set (None: all), chosen with the seed.
+        synthetic_size: crystals in the fixed synthetic set.
+        cache_dir: folder of the cached simulated test patterns (NPZ keyed by split hash and
+            simulation config hash).
+        dtype: dtype of cached and shipped test patterns.
+        topk: the k of the top-k accuracies reported.
+        gap_reference: real set that the synthetic-minus-real gap is computed against (the gap is
+            also reported for every real set).
+        seed: root seed of the test sets (simulation noise, subsets, the synthetic set).
+        timeout_s: how long ``Evaluator.wait`` waits for outstanding evaluations at the end.
+    """
+
+    enabled: bool = True
+    backend: str = "ray"
+    interval_steps: int = 500
+    num_evaluators: int = 1
+    evaluator_cpus: float = 1.0
+    max_pending: int = 1
+    batch_size: int = 256
+    test_sets: list[str] = field(
+        default_factory=lambda: ["test_database", "test_spglib", "test_ordered", "statistics_real", "synthetic"]
+    )
+    max_test_crystals: Optional[int] = None
+    synthetic_size: int = 2000
+    cache_dir: str = "cache/test_patterns"
+    dtype: str = "float16"
+    topk: list[int] = field(default_factory=lambda: [1, 5])
+    gap_reference: str = "test_spglib"
+    seed: int = 0
+    timeout_s: float = 600.0
+
+
+def to_dataclass(cls: type, cfg: Any):
+    """A typed ``cls`` instance from a dataclass, an OmegaConf node or a dict (unknown keys are errors)."""
+    if isinstance(cfg, cls):
+        return cfg
+    from omegaconf import OmegaConf
+
+    schema = OmegaConf.structured(cls)
+    if cfg is None:
+        merged = schema
+    else:
+        node = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
+        merged = OmegaConf.merge(schema, node)
+    return OmegaConf.to_object(merged)

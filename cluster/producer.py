@@ -1,0 +1,177 @@
+"""Producers: the code that turns a seed into an endless series of batches.
+
+The same producer runs inside a Ray generation actor (:class:`cluster.stream.RayStream`) and in
+the trainer's own process (:class:`cluster.stream.LocalStream`). A producer is built by a
+picklable *factory* called with a ``numpy.random.SeedSequence``, so each actor is seeded
+independently from one root seed (see :func:`seed_for`).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from cluster.batch import Batch
+
+# Top-level branches of the seed tree (SeedSequence(root).spawn children).
+GENERATION = 0     # (GENERATION, actor slot, incarnation)
+EVALUATION = 1     # (EVALUATION, test set index)
+REAL_SOURCE = 2    # (REAL_SOURCE, ...)
+
+
+def seed_for(root: int, *path: int) -> np.random.SeedSequence:
+    """The node ``path`` of the spawn tree of ``SeedSequence(root)``.
+
+    ``seed_for(r, a, b)`` equals ``SeedSequence(r).spawn(a + 1)[a].spawn(b + 1)[b]``; distinct
+    paths give independent streams.
+    """
+    return np.random.SeedSequence(int(root), spawn_key=tuple(int(p) for p in path))
+
+
+def _int_seed(ss: np.random.SeedSequence) -> int:
+    return int(ss.generate_state(1, dtype=np.uint64)[0] & ((1 << 63) - 1))
+
+
+class Producer(Protocol):
+    def next_batch(self) -> Batch:
+        """Build the next batch (blocking, CPU-bound)."""
+
+    def stats(self) -> dict[str, Any]:
+        """Cumulative counters: "crystals", "batches", "seconds" (busy time), "rejections" (reason -> count)."""
+
+
+ProducerFactory = Callable[[np.random.SeedSequence], Producer]
+
+
+class SyntheticProducer:
+    """Synthetic crystals from a ``generator.CrystalSampler`` simulated by a ``simulator.PatternSimulator``."""
+
+    def __init__(self, statistics, generator_cfg, simulation_cfg, batch_size: int, dtype: str,
+                 seed: np.random.SeedSequence, patterns_per_crystal: int = 1):
+        from generator import CrystalSampler
+        from simulator import PatternSimulator
+
+        if batch_size % patterns_per_crystal:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of patterns_per_crystal {patterns_per_crystal}")
+        sampler_seed, simulation_seed = seed.spawn(2)
+        self.sampler = _make_sampler(CrystalSampler, statistics, generator_cfg, _int_seed(sampler_seed))
+        self.simulator = PatternSimulator(simulation_cfg)
+        self.rng = np.random.default_rng(simulation_seed)
+        self.batch_size = int(batch_size)
+        self.patterns_per_crystal = int(patterns_per_crystal)
+        self.dtype = np.dtype(dtype)
+        self.class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
+        self._crystals = 0
+        self._batches = 0
+        self._seconds = 0.0
+        self._sample_seconds = 0.0
+
+    def next_batch(self) -> Batch:
+        t0 = time.perf_counter()
+        crystals = self.sampler.sample_many(self.batch_size // self.patterns_per_crystal)
+        t1 = time.perf_counter()
+        if self.patterns_per_crystal > 1:
+            crystals = [c for c in crystals for _ in range(self.patterns_per_crystal)]
+        patterns = np.asarray(self.simulator.patterns(crystals, self.rng))
+        space_groups = np.array([c.space_group for c in crystals], np.int16)
+        batch = Batch(
+            patterns=patterns.astype(self.dtype, copy=False),
+            labels=np.array([self.class_index[int(s)] for s in space_groups], np.int64),
+            space_groups=space_groups,
+            log_volume=np.log(np.array([c.volume for c in crystals], np.float64)).astype(np.float32),
+        )
+        self._crystals += len(crystals) // self.patterns_per_crystal
+        self._batches += 1
+        self._sample_seconds += t1 - t0
+        self._seconds += time.perf_counter() - t0
+        return batch
+
+    def stats(self) -> dict[str, Any]:
+        rejections = getattr(self.sampler, "rejections", {}) or {}
+        return {"crystals": self._crystals, "batches": self._batches, "seconds": self._seconds,
+                "sample_seconds": self._sample_seconds, "rejections": dict(Counter(rejections))}
+
+
+def _make_sampler(cls, statistics, generator_cfg, seed: int):
+    """Build a ``CrystalSampler`` from a config object or mapping (its fields as keyword arguments)."""
+    if generator_cfg is None:
+        return cls(statistics, seed=seed)
+    try:
+        return cls(statistics, seed=seed, config=generator_cfg)
+    except TypeError:
+        kwargs = dict(generator_cfg) if isinstance(generator_cfg, dict) else dict(vars(generator_cfg))
+        return cls(statistics, seed=seed, **kwargs)
+
+
+@dataclass
+class SyntheticProducerFactory:
+    """Picklable factory of :class:`SyntheticProducer` (what generation actors receive)."""
+
+    statistics: Any
+    generator_cfg: Any
+    simulation_cfg: Any
+    batch_size: int
+    dtype: str = "float16"
+    patterns_per_crystal: int = 1
+
+    def __call__(self, seed: np.random.SeedSequence) -> SyntheticProducer:
+        return SyntheticProducer(self.statistics, self.generator_cfg, self.simulation_cfg, self.batch_size,
+                                 self.dtype, seed, self.patterns_per_crystal)
+
+
+class NoiseProducer:
+    """Random patterns with random labels: measures the plumbing alone (queue, serialisation).
+
+    ``seconds_per_batch`` emulates generation cost by sleeping; ``fail_after`` makes ``next_batch``
+    raise after that many batches (fault injection).
+    """
+
+    def __init__(self, seed: np.random.SeedSequence, batch_size: int, n_points: int, n_classes: int,
+                 dtype: str = "float16", seconds_per_batch: float = 0.0, fail_after: int | None = None):
+        self.fail_after = fail_after
+        self.rng = np.random.default_rng(seed)
+        self.batch_size, self.n_points, self.n_classes = int(batch_size), int(n_points), int(n_classes)
+        self.dtype = np.dtype(dtype)
+        self.seconds_per_batch = float(seconds_per_batch)
+        self._batches = 0
+        self._seconds = 0.0
+
+    def next_batch(self) -> Batch:
+        t0 = time.perf_counter()
+        if self.fail_after is not None and self._batches >= self.fail_after:
+            raise RuntimeError(f"producer failed after {self._batches} batches")
+        if self.seconds_per_batch:
+            time.sleep(self.seconds_per_batch)
+        labels = self.rng.integers(0, self.n_classes, self.batch_size)
+        batch = Batch(
+            patterns=self.rng.random((self.batch_size, self.n_points), dtype=np.float32).astype(self.dtype),
+            labels=labels.astype(np.int64),
+            space_groups=(labels + 1).astype(np.int16),
+            log_volume=self.rng.normal(6.0, 1.0, self.batch_size).astype(np.float32),
+        )
+        self._batches += 1
+        self._seconds += time.perf_counter() - t0
+        return batch
+
+    def stats(self) -> dict[str, Any]:
+        return {"crystals": self._batches * self.batch_size, "batches": self._batches,
+                "seconds": self._seconds, "rejections": {}}
+
+
+@dataclass
+class NoiseProducerFactory:
+    """Picklable factory of :class:`NoiseProducer`."""
+
+    batch_size: int
+    n_points: int
+    n_classes: int
+    dtype: str = "float16"
+    seconds_per_batch: float = 0.0
+    fail_after: int | None = None
+
+    def __call__(self, seed: np.random.SeedSequence) -> NoiseProducer:
+        return NoiseProducer(seed, self.batch_size, self.n_points, self.n_classes, self.dtype, self.seconds_per_batch,
+                             self.fail_after)

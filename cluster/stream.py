@@ -1,0 +1,470 @@
+"""Batch sources the trainer pulls from: a Ray stream, the same producers in-process, and real structures.
+
+``RayStream``: generation actors, each owning a producer (a ``CrystalSampler`` and a
+``PatternSimulator``), put whole :class:`~cluster.batch.Batch` objects into one bounded
+``ray.util.queue.Queue``. A full queue blocks the producers (backpressure). A dead actor is
+replaced by a fresh one with a new seed from the same tree, and ``get`` raises ``TimeoutError``
+with a diagnosis instead of hanging.
+
+``LocalStream``: the same producer code in the calling process (slot 0, incarnation 0: its
+batches equal those of actor 0 of a one-actor ``RayStream`` with the same seed).
+
+``ArraySource``: shuffled epochs over a fixed set of simulated patterns (the baseline trained on
+statistics-side real structures).
+
+``make_source(cfg, statistics, ...)`` builds the one that ``conf/cluster`` asks for.
+"""
+from __future__ import annotations
+
+import logging
+import queue as stdqueue
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cluster.batch import Batch
+from cluster.config import ClusterConfig, to_dataclass
+from cluster.producer import GENERATION, REAL_SOURCE, ProducerFactory, SyntheticProducerFactory, seed_for
+
+log = logging.getLogger(__name__)
+
+
+def _writable(batch: Batch) -> Batch:
+    """Arrays deserialised from Ray's object store are read-only views; give the trainer its own copy."""
+    if not batch.patterns.flags.writeable:
+        batch = Batch(np.array(batch.patterns), np.array(batch.labels), np.array(batch.space_groups),
+                      np.array(batch.log_volume))
+    return batch
+
+
+class _WaitClock:
+    """Trainer-side wait times of the last ``window`` gets."""
+
+    def __init__(self, window: int = 100):
+        self.waits: deque[float] = deque(maxlen=window)
+        self.total = 0.0
+        self.count = 0
+        self.started = time.monotonic()
+
+    def add(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.total += seconds
+        self.count += 1
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "batches_delivered": float(self.count),
+            "wait_s_last": float(self.waits[-1]) if self.waits else 0.0,
+            "wait_s_mean": float(np.mean(self.waits)) if self.waits else 0.0,
+            "wait_s_total": float(self.total),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# In-process
+
+
+class LocalStream:
+    """The producer of generation slot 0 running synchronously in the calling process."""
+
+    def __init__(self, factory: ProducerFactory, seed: int = 0):
+        self.producer = factory(seed_for(seed, GENERATION, 0, 0))
+        self._clock = _WaitClock()
+
+    def get(self, timeout: float | None = None) -> Batch:
+        t0 = time.perf_counter()
+        batch = self.producer.next_batch()
+        self._clock.add(time.perf_counter() - t0)
+        return batch
+
+    def metrics(self) -> dict[str, float]:
+        stats = self.producer.stats()
+        elapsed = max(time.monotonic() - self._clock.started, 1e-9)
+        out = {"queue_length": 0.0, "actors_alive": 1.0, "replacements": 0.0,
+               "crystals": float(stats["crystals"]), "crystals_per_s": stats["crystals"] / elapsed,
+               **self._clock.metrics()}
+        out.update({f"rejections/{k}": float(v) for k, v in stats.get("rejections", {}).items()})
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class ArraySource:
+    """Endless shuffled epochs over fixed arrays of patterns (e.g. simulated real structures)."""
+
+    def __init__(self, patterns: np.ndarray, labels: np.ndarray, space_groups: np.ndarray, log_volume: np.ndarray,
+                 batch_size: int, seed: int = 0):
+        if len(patterns) < 1:
+            raise ValueError("ArraySource needs at least one pattern")
+        self.patterns, self.labels = patterns, np.asarray(labels, np.int64)
+        self.space_groups, self.log_volume = np.asarray(space_groups, np.int16), np.asarray(log_volume, np.float32)
+        self.batch_size = int(batch_size)
+        self.rng = np.random.default_rng(seed_for(seed, REAL_SOURCE, 0))
+        self._order = np.empty(0, np.int64)
+        self.epochs = 0
+        self._clock = _WaitClock()
+
+    def get(self, timeout: float | None = None) -> Batch:
+        t0 = time.perf_counter()
+        while len(self._order) < self.batch_size:
+            self._order = np.concatenate([self._order, self.rng.permutation(len(self.labels))])
+            self.epochs += 1
+        idx, self._order = self._order[: self.batch_size], self._order[self.batch_size:]
+        batch = Batch(self.patterns[idx], self.labels[idx], self.space_groups[idx], self.log_volume[idx])
+        self._clock.add(time.perf_counter() - t0)
+        return batch
+
+    def metrics(self) -> dict[str, float]:
+        return {"queue_length": 0.0, "epochs": float(self.epochs), "structures": float(len(self.labels)),
+                **self._clock.metrics()}
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# Ray
+
+
+def _generation_actor_class():
+    import ray
+
+    @ray.remote(max_concurrency=3)
+    class GenerationActor:
+        """Owns one producer; ``run`` loops put-ing batches until ``stop`` (threaded actor)."""
+
+        def __init__(self, factory, seed, out_queue, put_timeout_s: float):
+            import os
+
+            self.pid = os.getpid()
+            self.producer = factory(seed)
+            self.queue = out_queue
+            self.put_timeout_s = float(put_timeout_s)
+            self._stop = threading.Event()
+            self.put_blocked_s = 0.0
+            self.put_batches = 0
+            self._blocked_since = None
+
+        def run(self) -> int:
+            from ray.util.queue import Full
+
+            while not self._stop.is_set():
+                batch = self.producer.next_batch()
+                t0 = self._blocked_since = time.perf_counter()
+                while not self._stop.is_set():
+                    try:
+                        self.queue.put(batch, block=True, timeout=self.put_timeout_s)
+                        self.put_batches += 1
+                        break
+                    except Full:
+                        continue
+                self._blocked_since = None
+                self.put_blocked_s += time.perf_counter() - t0
+            return self.put_batches
+
+        def stats(self) -> dict:
+            since = self._blocked_since
+            blocked = self.put_blocked_s + (time.perf_counter() - since if since is not None else 0.0)
+            return {**self.producer.stats(), "put_batches": self.put_batches, "put_blocked_s": blocked,
+                    "pid": self.pid}
+
+        def getpid(self) -> int:
+            return self.pid
+
+        def stop(self) -> None:
+            self._stop.set()
+
+    return GenerationActor
+
+
+@dataclass
+class _Slot:
+    index: int
+    incarnation: int
+    actor: Any
+    run_ref: Any
+    last_stats: dict | None = None
+
+
+class QueueConsumer:
+    """A picklable view of a stream's queue, for consumers in other processes (e.g. Ray Train workers).
+
+    Only ``get`` pulls; producers, health checks and replacement stay with the owning ``RayStream``.
+    """
+
+    def __init__(self, queue, poll_s: float = 1.0):
+        self.queue = queue
+        self.poll_s = float(poll_s)
+        self._clock = _WaitClock()
+
+    def __getstate__(self):
+        return {"queue": self.queue, "poll_s": self.poll_s}
+
+    def __setstate__(self, state):
+        self.__init__(state["queue"], state["poll_s"])
+
+    def _get_once(self, timeout: float) -> Batch | None:
+        from ray.util.queue import Empty
+
+        try:
+            return self.queue.get(block=True, timeout=max(timeout, 1e-3))
+        except Empty:
+            return None
+
+    def _on_empty(self) -> None:
+        pass
+
+    def _diagnosis(self) -> str:
+        return "the owning stream checks the producers"
+
+    def get(self, timeout: float) -> Batch:
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + float(timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            batch = self._get_once(min(self.poll_s, max(remaining, 0.0)))
+            if batch is not None:
+                self._clock.add(time.perf_counter() - t0)
+                return _writable(batch)
+            self._on_empty()
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no batch arrived within {timeout:.1f} s; {self._diagnosis()}")
+
+    def metrics(self) -> dict[str, float]:
+        return {"queue_length": float(self.queue.qsize()), **self._clock.metrics()}
+
+    def close(self) -> None:
+        pass
+
+
+class RayStream(QueueConsumer):
+    """Generation actors feeding a bounded ``ray.util.queue.Queue``; see the module docstring."""
+
+    def __init__(self, factory: ProducerFactory, cfg: ClusterConfig | Any = None, *, reserved_cpus: float = 0.0):
+        import ray
+        from ray.util.queue import Queue
+
+        cfg = to_dataclass(ClusterConfig, cfg)
+        self.cfg = cfg
+        self._owns_ray = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            if cfg.address is None and cfg.num_cpus is not None:
+                kwargs["num_cpus"] = cfg.num_cpus
+            ray.init(address=cfg.address, **kwargs)
+            self._owns_ray = True
+        self.factory = factory
+        self._factory_ref = ray.put(factory)      # owned by the driver: survives any actor
+        queue = Queue(maxsize=cfg.queue_size, actor_options={"num_cpus": 0})
+        super().__init__(queue, cfg.poll_s)
+        self.num_actors = resolve_num_actors(cfg, reserved_cpus)
+        self._actor_cls = _generation_actor_class()
+        self.replacements = 0
+        self.deaths: list[str] = []
+        self._dead_stats: list[dict] = []
+        self._closed = False
+        self._last_health = 0.0
+        self.slots = [self._spawn(i, 0) for i in range(self.num_actors)]
+        log.info("stream: %d generation actors, queue of %d batches", self.num_actors, cfg.queue_size)
+
+    # -- actors --------------------------------------------------------------------------------
+
+    def _spawn(self, index: int, incarnation: int) -> _Slot:
+        actor = self._actor_cls.options(num_cpus=self.cfg.actor_cpus, max_restarts=0).remote(
+            self._factory_ref, seed_for(self.cfg.seed, GENERATION, index, incarnation), self.queue,
+            self.cfg.put_timeout_s)
+        return _Slot(index, incarnation, actor, actor.run.remote())
+
+    def check_actors(self) -> int:
+        """Replace generation actors whose ``run`` ended (death or error); returns how many were replaced."""
+        import ray
+
+        if self._closed:
+            return 0
+        refs = [s.run_ref for s in self.slots]
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        replaced = 0
+        for ref in done:
+            slot = next(s for s in self.slots if s.run_ref == ref)
+            try:
+                ray.get(ref)
+                reason = "run ended"
+            except Exception as exc:  # RayActorError, an exception raised by the producer, ...
+                reason = _reason(exc)
+            self.deaths.append(f"actor {slot.index}.{slot.incarnation}: {reason}")
+            if slot.last_stats:
+                self._dead_stats.append(slot.last_stats)
+            if self.replacements >= self.cfg.max_replacements:
+                raise RuntimeError(f"generation actors died {len(self.deaths)} times, more than "
+                                   f"max_replacements={self.cfg.max_replacements}; last: {self.deaths[-1]}")
+            log.warning("generation actor %d.%d ended (%s); replacing it", slot.index, slot.incarnation, reason)
+            try:
+                ray.kill(slot.actor, no_restart=True)
+            except Exception:
+                pass
+            self.slots[self.slots.index(slot)] = self._spawn(slot.index, slot.incarnation + 1)
+            self.replacements += 1
+            replaced += 1
+        self._last_health = time.monotonic()
+        return replaced
+
+    def _on_empty(self) -> None:
+        self.check_actors()
+
+    def _diagnosis(self) -> str:
+        import ray
+
+        msg = (f"{len(self.slots)} generation actors, {self.replacements} replaced, queue length "
+               f"{self.queue.qsize()}, CPUs free/total {ray.available_resources().get('CPU', 0)}/"
+               f"{ray.cluster_resources().get('CPU', 0)} ({self.cfg.actor_cpus} per actor). The producers are "
+               f"slower than the timeout, cannot be scheduled, or keep dying")
+        if self.deaths:
+            msg += f"; last death: {self.deaths[-1]}"
+        return msg
+
+    def get(self, timeout: float | None = None) -> Batch:
+        if self._closed:
+            raise RuntimeError("the stream is closed")
+        if time.monotonic() - self._last_health > 10 * self.poll_s:
+            self.check_actors()
+        return super().get(self.cfg.get_timeout_s if timeout is None else timeout)
+
+    def consumer(self) -> QueueConsumer:
+        """A picklable handle for consumers in other processes."""
+        return QueueConsumer(self.queue, self.poll_s)
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def actor_stats(self, timeout: float | None = None) -> list[dict]:
+        """Each live actor's counters (the last known ones for an actor that does not answer in time)."""
+        import ray
+
+        refs = [s.actor.stats.remote() for s in self.slots]
+        ray.wait(refs, num_returns=len(refs), timeout=self.cfg.stats_timeout_s if timeout is None else timeout)
+        out = []
+        for slot, ref in zip(self.slots, refs):
+            try:
+                slot.last_stats = ray.get(ref, timeout=0)
+            except Exception:
+                pass
+            if slot.last_stats:
+                out.append(slot.last_stats)
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        stats = self.actor_stats() + self._dead_stats
+        elapsed = max(time.monotonic() - self._clock.started, 1e-9)
+        crystals = sum(s["crystals"] for s in stats)
+        busy = sum(s["seconds"] for s in stats)
+        rejections: Counter = Counter()
+        for s in stats:
+            rejections.update(s.get("rejections", {}))
+        out = {
+            "queue_length": float(self.queue.qsize()),
+            "actors_alive": float(len(self.slots)),
+            "replacements": float(self.replacements),
+            "crystals": float(crystals),
+            "crystals_per_s": crystals / elapsed,
+            "crystals_per_actor_s": crystals / busy if busy > 0 else 0.0,
+            "producer_blocked_s": float(sum(s.get("put_blocked_s", 0.0) for s in stats)),
+            **self._clock.metrics(),
+        }
+        out.update({f"rejections/{k}": float(v) for k, v in rejections.items()})
+        return out
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        import ray
+
+        if self._closed:
+            return
+        self._closed = True
+        if not ray.is_initialized():
+            return
+        for s in self.slots:
+            try:
+                s.actor.stop.remote()
+            except Exception:
+                pass
+        ray.wait([s.run_ref for s in self.slots], num_returns=len(self.slots),
+                 timeout=self.cfg.put_timeout_s + 2.0)
+        for s in self.slots:
+            try:
+                ray.kill(s.actor, no_restart=True)
+            except Exception:
+                pass
+        try:
+            self.queue.shutdown(force=True)
+        except Exception:
+            pass
+        if self._owns_ray:
+            ray.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why a remote call failed (the producer's own exception where there is one)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+
+
+def resolve_num_actors(cfg: ClusterConfig, reserved_cpus: float = 0.0) -> int:
+    """``cfg.num_actors``, or the CPUs Ray sees minus the trainer's and ``reserved_cpus`` (at least 1)."""
+    if cfg.num_actors is not None:
+        if cfg.num_actors < 1:
+            raise ValueError(f"num_actors must be >= 1, got {cfg.num_actors}")
+        return int(cfg.num_actors)
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    return max(1, int((cpus - cfg.trainer_cpus - reserved_cpus) // max(cfg.actor_cpus, 1e-9)))
+
+
+# --------------------------------------------------------------------------------------------
+# Factory
+
+
+def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, simulation_cfg=None, prepared=None,
+                reserved_cpus: float = 0.0, factory: ProducerFactory | None = None, cache_dir: str | None = None):
+    """The batch source that ``cfg.source`` names.
+
+    Args:
+        cfg: ``conf/cluster`` node (or :class:`ClusterConfig`).
+        statistics: ``generator.Statistics`` (its ``space_groups`` is the class order).
+        generator_cfg: ``GeneratorConfig`` of the crystal sampler ("ray"/"local").
+        simulation_cfg: ``simulator.SimulationConfig``.
+        prepared: ``generator.pipeline.PreparedData`` ("real": its statistics-side structures).
+        reserved_cpus: CPUs the evaluators take, left out when the number of actors is derived.
+        factory: a producer factory replacing the synthetic one ("ray"/"local").
+        cache_dir: where simulated real patterns are cached ("real"; None: no cache).
+    """
+    cfg = to_dataclass(ClusterConfig, cfg)
+    if cfg.source in ("ray", "local"):
+        if factory is None:
+            factory = SyntheticProducerFactory(statistics, generator_cfg, simulation_cfg, cfg.batch_size, cfg.dtype,
+                                               cfg.patterns_per_crystal)
+        if cfg.source == "local":
+            return LocalStream(factory, cfg.seed)
+        return RayStream(factory, cfg, reserved_cpus=reserved_cpus)
+    if cfg.source == "real":
+        if prepared is None:
+            raise ValueError("cluster.source=real needs the prepared database and split")
+        from cluster.testsets import real_training_arrays
+
+        arrays = real_training_arrays(prepared, statistics, simulation_cfg, cfg, cache_dir=cache_dir)
+        return ArraySource(*arrays, batch_size=cfg.batch_size, seed=cfg.seed)
+    raise ValueError(f"unknown cluster.source {cfg.source!r} (ray, local or real)")

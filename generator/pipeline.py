@@ -1,0 +1,120 @@
+"""database -> split -> statistics in one cached call, for the statistics build, the trainer and the evaluators.
+
+Everything is keyed by hashes: the parsed database by its source, the statistics by the split
+hash and the extraction options, so a second :func:`prepare_data` with the same config reads
+three small files instead of parsing and extracting again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from generator.config import (CONF_DIR, DatabaseConfig, SplitConfig, StatisticsConfig, as_config,
+                              default_cache_dir)
+from generator.database import Database, load_database
+from generator.split import Split, make_split
+from generator.statistics import FORMAT_VERSION, Statistics, extract_statistics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """The real crystals, their split and the generation statistics of one config.
+
+    Attributes:
+        database: the parsed crystals.
+        split: statistics-side and test-side ids.
+        statistics: extracted from the statistics side.
+        report: counts and timings (parsed, skipped by reason, per side, filtered, classes, seconds, cache hits).
+    """
+
+    database: Database
+    split: Split
+    statistics: Statistics
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _node(cfg: Any, name: str):
+    if cfg is None:
+        return None
+    if isinstance(cfg, dict):
+        return cfg.get(name)
+    return getattr(cfg, name, None)
+
+
+def default_config():
+    """The default ``database``/``split``/``statistics`` groups (conf/), as an OmegaConf DictConfig."""
+    from omegaconf import OmegaConf
+
+    groups = {"database": ("oqmd", DatabaseConfig), "split": ("structure_type", SplitConfig),
+              "statistics": ("default", StatisticsConfig)}
+    merged = {}
+    for group, (option, schema) in groups.items():
+        merged[group] = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
+    return OmegaConf.create(merged)
+
+
+def statistics_key(split: Split, stats_cfg: StatisticsConfig) -> str:
+    """Cache key of statistics: the split hash plus the extraction options and format."""
+    payload = {"split": split.hash, "min_crystals_per_class": stats_cfg.min_crystals_per_class, "format": FORMAT_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_data(cfg: Any = None) -> PreparedData:
+    """Load the database, split it and extract (or load cached) statistics.
+
+    Args:
+        cfg: anything with ``database``, ``split`` and ``statistics`` nodes (a Hydra config, a dict,
+            :class:`generator.config.BuildStatisticsConfig`); missing nodes take the defaults.
+    """
+    db_cfg = as_config(DatabaseConfig, _node(cfg, "database"))
+    split_cfg = as_config(SplitConfig, _node(cfg, "split"))
+    stats_cfg = as_config(StatisticsConfig, _node(cfg, "statistics"))
+    cache_dir = default_cache_dir(stats_cfg.cache_dir)
+    report: dict[str, Any] = {"cache_dir": str(cache_dir)}
+    t0 = time.perf_counter()
+
+    database = load_database(db_cfg, cache_dir=cache_dir, use_cache=stats_cfg.cache)
+    t1 = time.perf_counter()
+    split = make_split(database, split_cfg)
+    t2 = time.perf_counter()
+
+    folder = cache_dir / "statistics" / f"{db_cfg.name}-{statistics_key(split, stats_cfg)}"
+    statistics = None
+    if stats_cfg.cache and (folder / "statistics.json").is_file():
+        try:
+            statistics = Statistics.load(folder)
+            if statistics.provenance.get("split_hash") != split.hash:
+                statistics = None
+        except (ValueError, OSError, KeyError) as exc:
+            log.warning("ignoring broken statistics cache %s: %s", folder, exc)
+            statistics = None
+    statistics_cached = statistics is not None
+    if statistics is None:
+        statistics = extract_statistics(database, split, min_crystals_per_class=stats_cfg.min_crystals_per_class)
+        if stats_cfg.cache:
+            try:
+                statistics.save(folder)
+                split.save(folder / "split.json")
+            except OSError as exc:  # a read-only cache must not stop the run
+                log.warning("could not cache statistics at %s: %s", folder, exc)
+    t3 = time.perf_counter()
+
+    report.update({
+        "database": database.name, "source": database.source, "source_hash": database.source_hash,
+        "database_cached": database.from_cache, "statistics_cached": statistics_cached,
+        "statistics_cache": str(folder),
+        "parsed": len(database), "skipped": dict(database.skipped), "n_skipped": sum(database.skipped.values()),
+        "split_kind": split.kind, "split_hash": split.hash, "seed": split.seed,
+        "filtered": dict(split.filtered), "n_statistics": split.n_statistics, "n_test": split.n_test,
+        "n_classes": statistics.n_classes, "n_classified_crystals": statistics.provenance.get("n_classified_crystals"),
+        "min_crystals_per_class": stats_cfg.min_crystals_per_class,
+        "seconds": {"database": t1 - t0, "split": t2 - t1, "statistics": t3 - t2, "total": t3 - t0},
+    })
+    return PreparedData(database=database, split=split, statistics=statistics, report=report)

@@ -56,7 +56,7 @@ class GPBackgroundConfig:
     """Gaussian-process background (RBF kernel on 2-theta in degrees), scaled to sum ``scale`` over the grid.
 
     ``scale`` is drawn from a normal (mean ``scale_mean``, sd ``scale_sd``) truncated to ``scale_range``.
-    The GP is sampled on ``n_knots`` points and interpolated (the length scale is many grid steps).
+    The GP is sampled on knots ``length_scale / knots_per_length_scale`` apart and interpolated.
     """
 
     enabled: bool = False
@@ -65,7 +65,7 @@ class GPBackgroundConfig:
     scale_mean: float = 0.0
     scale_sd: float = 75.0
     scale_range: List[float] = field(default_factory=lambda: [0.0, 150.0])
-    n_knots: int = 256
+    knots_per_length_scale: float = 10.0
 
 
 @dataclass

@@ -88,19 +88,24 @@ def crystal_arrays(crystal, symmetry: bool = True) -> CrystalArrays:
                      else FRIEDEL)  # the kernel checks them against the lattice metric
     elif hasattr(crystal, "lattice") and hasattr(crystal, "sites"):
         lattice = np.array(crystal.lattice.matrix, float)
-        frac_l, z_l, occ_l = [], [], []
-        for site in crystal:
-            for sp, o in site.species.items():
-                frac_l.append(site.frac_coords)
-                z_l.append(sp.Z)
-                occ_l.append(o)
-        frac = np.array(frac_l, float).reshape(-1, 3)
-        numbers = np.array(z_l, np.int64)
-        occ = np.array(occ_l, float)
+        if crystal.is_ordered:
+            frac = np.array(crystal.frac_coords, float)
+            numbers = np.array([site.specie.Z for site in crystal], np.int64)
+            occ = np.ones(len(numbers))
+        else:
+            frac_l, z_l, occ_l = [], [], []
+            for site in crystal:
+                for sp, o in site.species.items():
+                    frac_l.append(site.frac_coords)
+                    z_l.append(sp.Z)
+                    occ_l.append(o)
+            frac = np.array(frac_l, float).reshape(-1, 3)
+            numbers = np.array(z_l, np.int64)
+            occ = np.array(occ_l, float)
         source = f"Structure {crystal.composition.reduced_formula}"
         rotations = FRIEDEL
         # spglib costs more than the Friedel-only kernel for small cells; only worth it for big ones
-        if symmetry and crystal.is_ordered and len(crystal) > 24:
+        if symmetry and crystal.is_ordered and len(crystal) > 64:
             rotations = structure_laue_rotations(lattice, frac, numbers)
     else:
         raise TypeError(f"expected a SyntheticCrystal or a pymatgen Structure, got {type(crystal).__name__}")
@@ -358,7 +363,7 @@ def simulate_peaks(structure_or_crystal, wavelength: float = CU_KA1, two_theta_r
             {element symbol or Z: B}; the scattering factor is multiplied by exp(-B s^2).
         min_intensity: drop merged peaks below this fraction of the strongest (pymatgen: 1e-5).
         symmetry: enumerate one reflection per Laue orbit (same result, faster): from the space-group
-            number of a ``SyntheticCrystal``, from spglib for a ``Structure`` of more than 24 sites.
+            number of a ``SyntheticCrystal``, from spglib for a ``Structure`` of more than 64 sites.
     """
     return peaks_from_arrays(crystal_arrays(structure_or_crystal, symmetry=symmetry), wavelength,
                              two_theta_range, debye_waller, min_intensity)

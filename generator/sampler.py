@@ -251,12 +251,16 @@ class CrystalSampler:
     def sample(self, space_group: int | None = None) -> SyntheticCrystal:
         """One crystal; its space group is drawn from the prior unless given (must be classified)."""
         if space_group is None:
-            i = min(int(np.searchsorted(self._prior_cdf, self.rng.random(), "right")), len(self.space_groups) - 1)
-            space_group = self.space_groups[i]
+            space_group = self.draw_space_group()
         plan = self._plans.get(int(space_group))
         if plan is None:
             raise ValueError(f"space group {space_group} is not classified by these statistics")
         return self._sample_group(plan)
+
+    def draw_space_group(self) -> int:
+        """A space-group number drawn from the prior (database frequencies or uniform)."""
+        i = min(int(np.searchsorted(self._prior_cdf, self.rng.random(), "right")), len(self.space_groups) - 1)
+        return self.space_groups[i]
 
     def sample_many(self, n: int) -> list[SyntheticCrystal]:
         """``n`` crystals with space groups from the prior."""

@@ -1,0 +1,320 @@
+"""Test sets of the evaluators, simulated once and cached on disk.
+
+Real sets come from the prepared database and split (``generator.pipeline.PreparedData``):
+
+- ``test_database``: held-out structure types, labelled with the database's own space group;
+- ``test_spglib``: the same crystals, labelled by spglib under the project tolerance;
+- ``test_ordered``: ``test_spglib`` without crystals that have partial occupancies;
+- ``statistics_real``: statistics-side real crystals (what the statistics were drawn from);
+- ``randomised_coordinates`` / ``randomised_lattice`` / ``randomised_both``: held-out crystals with
+  re-randomised coordinates and/or lattice (``generator.randomise``).
+
+``synthetic`` is a fixed set of fresh synthetic crystals. Crystals whose label is not a classified
+space group are left out. Simulated patterns are cached as NPZ files keyed by the split hash, the
+simulation-config hash, the crystal ids and the seed, so a rerun simulates nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
+from cluster.producer import EVALUATION, REAL_SOURCE, seed_for
+
+log = logging.getLogger(__name__)
+
+REAL_SETS = ("test_database", "test_spglib", "test_ordered", "statistics_real")
+RANDOMISED_SETS = {"randomised_coordinates": (True, False), "randomised_lattice": (False, True),
+                   "randomised_both": (True, True)}
+KNOWN_SETS = REAL_SETS + ("synthetic",) + tuple(RANDOMISED_SETS)
+
+# Seed-tree branches below EVALUATION (patterns of a set are reproducible whatever else is built).
+_HELD_OUT, _STATISTICS_SIDE, _SYNTHETIC, _RANDOMISED = 0, 1, 2, 3
+
+
+@dataclass
+class TestSet:
+    """One scored set.
+
+    Attributes:
+        name: e.g. "test_spglib".
+        kind: "real" or "synthetic" (the gap is synthetic minus real).
+        patterns: (n, N) model inputs.
+        labels: (n,) int64 class indices into ``Statistics.space_groups``.
+        space_groups: (n,) int16 International numbers of the labels.
+        log_volume: (n,) float32 log conventional cell volume (A^3).
+        ids: database ids of the crystals (empty for synthetic sets).
+    """
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    kind: str
+    patterns: np.ndarray
+    labels: np.ndarray
+    space_groups: np.ndarray
+    log_volume: np.ndarray
+    ids: list[str] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+
+# --------------------------------------------------------------------------------------------
+# hashing and caching
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_hash(cfg: Any) -> str:
+    """Hash of a dataclass / OmegaConf / dict config (field order does not matter)."""
+    if dataclasses.is_dataclass(cfg):
+        cfg = dataclasses.asdict(cfg)
+    else:
+        try:
+            from omegaconf import OmegaConf
+
+            if OmegaConf.is_config(cfg):
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+        except ImportError:
+            pass
+    return _digest(cfg)
+
+
+def simulation_hash(simulation_cfg: Any) -> str:
+    """Hash of the validated simulation config (defaults filled in)."""
+    from simulator import SimulationConfig
+
+    return config_hash(SimulationConfig.from_any(simulation_cfg))
+
+
+def statistics_hash(statistics) -> str:
+    """Hash of what identifies generation statistics (provenance, classes, prior)."""
+    return _digest({"provenance": statistics.provenance, "space_groups": list(map(int, statistics.space_groups)),
+                    "prior": np.asarray(statistics.prior, float).round(12).tolist()})
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def cached_patterns(path: Path | None, simulate: Callable[[], np.ndarray]) -> np.ndarray:
+    """The array stored at ``path``, else ``simulate()`` saved there (atomically). ``path`` None: no cache."""
+    if path is not None and path.exists():
+        with np.load(path) as f:
+            return f["patterns"]
+    patterns = simulate()
+    if path is not None:
+        _save_npz(path, patterns=patterns)
+        log.info("cached %s patterns in %s", patterns.shape, path)
+    return patterns
+
+
+def _cache_path(cache_dir: str | os.PathLike | None, name: str, *keys: Any) -> Path | None:
+    if cache_dir is None:
+        return None
+    return Path(cache_dir) / f"{name}-{_digest(list(keys))[:20]}.npz"
+
+
+# --------------------------------------------------------------------------------------------
+# simulation
+
+
+def simulate_crystals(crystals: Sequence, simulator, rng: np.random.Generator, dtype: str = "float16",
+                      variants: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(len * variants, N) patterns of ``crystals`` (variant-major per crystal) and a (len,) bool mask of
+    the crystals that simulated (a failure leaves zero rows and False)."""
+    n_points = simulator.grid.shape[0]
+    out = np.zeros((len(crystals) * variants, n_points), np.dtype(dtype))
+    ok = np.ones(len(crystals), bool)
+    for i, crystal in enumerate(crystals):
+        try:
+            out[i * variants:(i + 1) * variants] = simulator.patterns([crystal] * variants, rng)
+        except Exception as exc:  # a pathological real structure must not stop evaluation
+            ok[i] = False
+            log.warning("simulation failed for crystal %d: %s", i, exc)
+    return out, ok
+
+
+def _records(database, ids: Sequence[str]) -> list:
+    return [database[i] for i in ids]
+
+
+def _subset(ids: Sequence[str], cap: int | None, seed: int, branch: int) -> list[str]:
+    ids = sorted(map(str, ids))
+    if cap is None or cap >= len(ids):
+        return ids
+    rng = np.random.default_rng(seed_for(seed, EVALUATION, branch, 99))
+    return sorted(rng.choice(ids, size=int(cap), replace=False).tolist())
+
+
+def _labelled(name: str, kind: str, patterns: np.ndarray, ok: np.ndarray, space_groups: np.ndarray,
+              volumes: np.ndarray, ids: list[str], class_index: dict[int, int], keep: np.ndarray | None = None) -> TestSet:
+    mask = ok & np.array([int(s) in class_index for s in space_groups], bool)
+    if keep is not None:
+        mask &= keep
+    sg = np.asarray(space_groups, np.int64)[mask]
+    return TestSet(name, kind, patterns[mask], np.array([class_index[int(s)] for s in sg], np.int64),
+                   sg.astype(np.int16), np.log(np.asarray(volumes, float)[mask]).astype(np.float32),
+                   [i for i, m in zip(ids, mask) if m])
+
+
+def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, simulation_cfg=None,
+                    generator_cfg=None) -> list[TestSet]:
+    """The sets named in ``cfg.test_sets`` (real ones need ``prepared``), simulated or read from the cache."""
+    from simulator import PatternSimulator
+
+    cfg = to_dataclass(EvaluationConfig, cfg)
+    unknown = [n for n in cfg.test_sets if n not in KNOWN_SETS]
+    if unknown:
+        raise ValueError(f"unknown test sets {unknown}; known: {list(KNOWN_SETS)}")
+    needs_real = [n for n in cfg.test_sets if n != "synthetic"]
+    if needs_real and prepared is None:
+        raise ValueError(f"test sets {needs_real} need the prepared database and split")
+    simulator = PatternSimulator(simulation_cfg)
+    sim_hash = simulation_hash(simulator.config)
+    class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
+    out: list[TestSet] = []
+
+    held_out = {"test_database", "test_spglib", "test_ordered"} & set(cfg.test_sets)
+    if held_out:
+        ids = _subset(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed, _HELD_OUT)
+        records = _records(prepared.database, ids)
+        path = _cache_path(cfg.cache_dir, "held_out", prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
+
+        def simulate():
+            rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, _HELD_OUT))
+            pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype)
+            pats[~ok] = np.nan
+            return pats
+
+        pats = cached_patterns(path, simulate)
+        ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+        vol = np.array([r.volume for r in records], float)
+        for name in cfg.test_sets:
+            if name == "test_database":
+                sgs = np.array([r.database_space_group for r in records], np.int64)
+                out.append(_labelled(name, "real", pats, ok, sgs, vol, ids, class_index))
+            elif name in ("test_spglib", "test_ordered"):
+                sgs = np.array([r.space_group for r in records], np.int64)
+                keep = None if name == "test_spglib" else ~np.array([bool(r.partial_occupancy) for r in records])
+                out.append(_labelled(name, "real", pats, ok, sgs, vol, ids, class_index, keep))
+
+    if "statistics_real" in cfg.test_sets:
+        ids = _subset(prepared.split.statistics_ids, cfg.max_test_crystals, cfg.seed, _STATISTICS_SIDE)
+        records = _records(prepared.database, ids)
+        path = _cache_path(cfg.cache_dir, "statistics_real", prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
+
+        def simulate():
+            rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, _STATISTICS_SIDE))
+            pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype)
+            pats[~ok] = np.nan
+            return pats
+
+        pats = cached_patterns(path, simulate)
+        ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+        out.append(_labelled("statistics_real", "real", pats, ok, np.array([r.space_group for r in records]),
+                             np.array([r.volume for r in records], float), ids, class_index))
+
+    if "synthetic" in cfg.test_sets:
+        out.append(synthetic_test_set(statistics, cfg, simulator, generator_cfg))
+
+    for k, name in enumerate(n for n in cfg.test_sets if n in RANDOMISED_SETS):
+        out.append(_randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_index))
+    order = {n: i for i, n in enumerate(cfg.test_sets)}
+    return sorted(out, key=lambda t: order[t.name])
+
+
+def synthetic_test_set(statistics, cfg: EvaluationConfig, simulator, generator_cfg=None) -> TestSet:
+    """A fixed set of ``cfg.synthetic_size`` fresh synthetic crystals (cached like the real sets)."""
+    from generator import CrystalSampler, GeneratorConfig
+
+    gen_cfg = to_dataclass(GeneratorConfig, generator_cfg)
+    path = _cache_path(cfg.cache_dir, "synthetic", statistics_hash(statistics), config_hash(gen_cfg),
+                       simulation_hash(simulator.config), cfg.synthetic_size, cfg.seed, cfg.dtype)
+    if path is not None and path.exists():
+        with np.load(path) as f:
+            pats, sgs, logv = f["patterns"], f["space_groups"], f["log_volume"]
+    else:
+        sampler = CrystalSampler.from_config(statistics, gen_cfg, seed=seed_for(cfg.seed, EVALUATION, _SYNTHETIC, 0))
+        crystals = sampler.sample_many(cfg.synthetic_size)
+        rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, _SYNTHETIC, 1))
+        pats = simulator.patterns(crystals, rng).astype(cfg.dtype)
+        sgs = np.array([c.space_group for c in crystals], np.int16)
+        logv = np.log([c.volume for c in crystals]).astype(np.float32)
+        if path is not None:
+            _save_npz(path, patterns=pats, space_groups=sgs, log_volume=logv)
+    class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
+    labels = np.array([class_index[int(s)] for s in sgs], np.int64)
+    return TestSet("synthetic", "synthetic", pats, labels, sgs.astype(np.int16), logv.astype(np.float32))
+
+
+def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_index) -> TestSet:
+    try:
+        from generator import randomise
+    except ImportError as exc:
+        raise ValueError(f"test set {name!r} needs generator.randomise, which is not available") from exc
+    coords, lattice = RANDOMISED_SETS[name]
+    branch = (_RANDOMISED, list(RANDOMISED_SETS).index(name))
+    ids = _subset(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed, _HELD_OUT)
+    records = _records(prepared.database, ids)
+    path = _cache_path(cfg.cache_dir, name, prepared.split.hash, sim_hash, statistics_hash(statistics), ids,
+                       cfg.seed, cfg.dtype)
+
+    def simulate():
+        rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, *branch))
+        crystals = [randomise.randomise(r, statistics, rng, coordinates=coords, lattice=lattice) for r in records]
+        pats, ok = simulate_crystals(crystals, simulator, rng, cfg.dtype)
+        pats[~ok] = np.nan
+        return pats
+
+    pats = cached_patterns(path, simulate)
+    ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+    return _labelled(name, "real", pats, ok, np.array([r.space_group for r in records]),
+                     np.array([r.volume for r in records], float), ids, class_index)
+
+
+def real_training_arrays(prepared, statistics, simulation_cfg, cluster_cfg: ClusterConfig | Any,
+                         cache_dir: str | os.PathLike | None = None):
+    """(patterns, labels, space_groups, log_volume) of the statistics-side real crystals with classified
+    spglib labels, ``cluster_cfg.real.variants`` patterns each: the baseline's training data."""
+    from simulator import PatternSimulator
+
+    cfg = to_dataclass(ClusterConfig, cluster_cfg)
+    simulator = PatternSimulator(simulation_cfg)
+    class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
+    ids = sorted(map(str, prepared.split.statistics_ids))
+    ids = [i for i in ids if int(prepared.database[i].space_group) in class_index]
+    if cfg.real.max_structures is not None and cfg.real.max_structures < len(ids):
+        rng = np.random.default_rng(seed_for(cfg.seed, REAL_SOURCE, 1))
+        ids = sorted(rng.choice(ids, size=cfg.real.max_structures, replace=False).tolist())
+    records = _records(prepared.database, ids)
+    v = int(cfg.real.variants)
+    path = _cache_path(cache_dir, "train_real", prepared.split.hash, simulation_hash(simulator.config), ids, v,
+                       cfg.seed, cfg.dtype)
+
+    def simulate():
+        rng = np.random.default_rng(seed_for(cfg.seed, REAL_SOURCE, 2))
+        pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype, variants=v)
+        pats[~np.repeat(ok, v)] = np.nan
+        return pats
+
+    pats = cached_patterns(path, simulate)
+    ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+    sgs = np.repeat([r.space_group for r in records], v).astype(np.int16)
+    logv = np.log(np.repeat([r.volume for r in records], v)).astype(np.float32)
+    labels = np.array([class_index[int(s)] for s in sgs], np.int64)
+    return pats[ok], labels[ok], sgs[ok], logv[ok]

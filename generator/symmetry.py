@@ -19,10 +19,14 @@ class SymmetryTolerance:
     symprec: float = 1e-3
     angle_tolerance: float = -1.0
 
-    def dataset(self, lattice: np.ndarray, frac_coords: np.ndarray, numbers: np.ndarray):
-        """spglib dataset of a cell (``lattice`` (3, 3) rows in Angstrom, ``frac_coords`` (N, 3), ``numbers`` (N,)), or None."""
+    def dataset(self, lattice: np.ndarray, frac_coords: np.ndarray, numbers: np.ndarray, hall_number: int = 0):
+        """spglib dataset of a cell (``lattice`` (3, 3) rows in Angstrom, ``frac_coords`` (N, 3), ``numbers`` (N,)), or None.
+
+        ``hall_number`` > 0 standardises in that setting (e.g. pyxtal's origin choice) instead of spglib's default.
+        """
         cell = (np.asarray(lattice, float), np.asarray(frac_coords, float), np.asarray(numbers, int))
-        return spglib.get_symmetry_dataset(cell, symprec=self.symprec, angle_tolerance=self.angle_tolerance)
+        return spglib.get_symmetry_dataset(cell, symprec=self.symprec, angle_tolerance=self.angle_tolerance,
+                                           hall_number=int(hall_number))
 
     def space_group(self, lattice: np.ndarray, frac_coords: np.ndarray, numbers: np.ndarray) -> int:
         """International space-group number (1..230), or 0 when spglib finds none."""

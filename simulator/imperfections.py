@@ -19,7 +19,7 @@ def _uniform(rng: np.random.Generator, bounds) -> float:
 
 
 def _truncated_normal(rng: np.random.Generator, mean: float, sd: float, lo: float, hi: float) -> float:
-    if sd <= 0:
+    if sd <= 0 or hi <= lo:
         return float(np.clip(mean, lo, hi))
     return float(truncnorm.rvs((lo - mean) / sd, (hi - mean) / sd, loc=mean, scale=sd, random_state=rng))
 

@@ -1,0 +1,146 @@
+"""Training loop: a step learns, logs and checkpoints are written, resume continues exactly, bad
+batches are skipped, an empty source times out with a clear message."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.checkpoint import load_for_inference, load_training_state
+from trainer.config import OptimizerConfig
+from trainer.hooks import InProcessEvaluator, ModelFactory
+from trainer.loop import RunSpec, compute_loss, fit, to_tensors
+from trainer.models import build_model
+from trainer.optim import lr_factor, make_optimizer
+
+from trainer_doubles import FaultySource, ToySource, single_thread
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+LENGTH = 512
+TINY = {"name": "tiny", "arch": "park", "hidden": [32], "channels": 8, "kernels": [20, 10, 5],
+        "strides": [2, 2, 1], "volume_head": True, "volume_hidden": [16]}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    yield from single_thread()
+
+
+def spec(tmp_path, **trainer):
+    cfg = {"max_steps": 6, "log_every": 2, "checkpoint_every": 3, "eval_every": 3, "progress": False,
+           "output_dir": str(tmp_path), "seed": 3, "keep_checkpoints": 5, **trainer}
+    return RunSpec(model=TINY, optimizer={"lr": 3e-3}, trainer=cfg, space_groups=[2, 14, 62, 225],
+                   input_length=LENGTH, simulation={"wavelength": 1.5406}, volume_norm={"mean": 5.0, "std": 0.3},
+                   config={"note": "test"})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_one_step_changes_weights_and_lowers_loss(device):
+    torch.manual_seed(0)
+    model = build_model(TINY, 4, LENGTH).to(device)
+    opt = make_optimizer(model.parameters(), {"lr": 1e-3})
+    batch = ToySource(length=LENGTH, batch_size=32, seed=1).get(1.0)
+    x, y, v = to_tensors(batch, torch.device(device))
+    norm = {"mean": 5.0, "std": 0.3}
+
+    def loss_value():
+        with torch.no_grad():
+            return compute_loss(model(x), y, v, norm, 1.0)[0].item()
+
+    before = loss_value()
+    weights = [p.detach().clone() for p in model.parameters()]
+    loss, parts = compute_loss(model(x), y, v, norm, 1.0)
+    assert set(parts) >= {"ce", "volume_mae", "correct"}
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+    assert loss_value() < before
+
+
+def test_fit_logs_checkpoints_and_evaluates(tmp_path):
+    evaluator_batch = ToySource(length=LENGTH, batch_size=64, seed=99).get(1.0)
+    evaluator = InProcessEvaluator(ModelFactory(TINY, 4, LENGTH),
+                                   {"test_spglib": evaluator_batch, "synthetic": evaluator_batch})
+    result = fit(spec(tmp_path), ToySource(length=LENGTH, seed=0), evaluator)
+    assert result.step == 6 and result.samples_seen == 96
+    assert result.final_checkpoint == tmp_path / "checkpoints" / "step_0000006"
+    assert result.eval_step == 6 and result.eval_metrics["test_spglib/gap"] == 0.0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4, 6]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [3, 6]
+    assert {"loss", "ce", "volume_mae", "accuracy", "lr", "samples_per_s"} <= set(records[0])
+    header = (tmp_path / "train.csv").read_text().splitlines()[0].split(",")
+    assert "loss" in header and "source/delivered" in header
+    assert (tmp_path / "eval.csv").exists() and (tmp_path / "curves.png").stat().st_size > 0
+    assert json.loads((tmp_path / "summary.json").read_text())["step"] == 6
+    model, meta = load_for_inference(tmp_path)
+    assert meta.step == 6 and meta.final and meta.space_groups == [2, 14, 62, 225]
+    assert meta.volume_norm == {"mean": 5.0, "std": 0.3} and "test_spglib/top1" in meta.metrics
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_0000003", "step_0000006"]
+
+
+def test_learns_the_toy_task(tmp_path):
+    result = fit(spec(tmp_path, max_steps=60, log_every=20, checkpoint_every=0, eval_every=0),
+                 ToySource(length=LENGTH, batch_size=32, seed=0))
+    assert result.train_metrics["accuracy"] > 0.9
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = fit(spec(tmp_path / "full"), ToySource(length=LENGTH, seed=0))
+    fit(spec(tmp_path / "part", max_steps=3), ToySource(length=LENGTH, seed=0))
+    # A fresh source with another seed: its state is restored from the checkpoint.
+    source = ToySource(length=LENGTH, seed=12345)
+    resumed = fit(spec(tmp_path / "part", resume=str(tmp_path / "part" / "checkpoints" / "step_0000003")), source)
+    assert resumed.step == full.step == 6 and resumed.samples_seen == full.samples_seen
+    a = load_training_state(full.final_checkpoint)
+    b = load_training_state(resumed.final_checkpoint)
+    for k in a.weights:
+        torch.testing.assert_close(a.weights[k], b.weights[k], rtol=0, atol=0)
+    assert a.extra["sources"] == b.extra["sources"]  # same next batch
+    assert a.scheduler == b.scheduler
+    assert a.optimizer["state"][0]["step"] == b.optimizer["state"][0]["step"] == 6
+    steps = [json.loads(l)["step"] for l in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(l)["kind"] == "train"]
+    assert steps == [2, 3, 4, 6]  # 2 and 3 (end) before the interruption, 4 and 6 after
+
+
+def test_resume_refuses_other_classes(tmp_path):
+    fit(spec(tmp_path, max_steps=3), ToySource(length=LENGTH, seed=0))
+    other = spec(tmp_path, resume=str(tmp_path))
+    other.space_groups = [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="other classes"):
+        fit(other, ToySource(length=LENGTH, seed=0))
+
+
+def test_bad_batches_are_skipped(tmp_path, caplog):
+    source = FaultySource({2: "nan", 3: "shape", 4: "raise", 5: "label"}, length=LENGTH, seed=0)
+    result = fit(spec(tmp_path, max_steps=4, checkpoint_every=0), source)
+    assert result.step == 4 and result.skipped_batches == 4
+    assert "skipped a batch" in caplog.text
+
+
+def test_too_many_bad_batches_give_up(tmp_path):
+    source = FaultySource({i: "nan" for i in range(1, 100)}, length=LENGTH, seed=0)
+    with pytest.raises(RuntimeError, match="bad batches in a row"):
+        fit(spec(tmp_path, max_bad_batches=3), source)
+
+
+def test_empty_source_times_out_with_a_clear_message(tmp_path):
+    source = FaultySource({1: "timeout"}, length=LENGTH, seed=0)
+    with pytest.raises(TimeoutError, match="batch_timeout_s"):
+        fit(spec(tmp_path), source)
+
+
+def test_paper_schedules():
+    resnet = OptimizerConfig(lr=1e-4, schedule="step", step_epochs=500, gamma=0.5)
+    assert lr_factor(0, resnet, 900) == 1.0
+    assert lr_factor(500 * 900 - 1, resnet, 900) == 1.0
+    assert lr_factor(500 * 900, resnet, 900) == 0.5
+    assert lr_factor(1500 * 900, resnet, 900) == 0.125
+    assert lr_factor(10**6, OptimizerConfig(schedule="constant"), 150) == 1.0
+    assert lr_factor(4, OptimizerConfig(warmup_steps=10), 150) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        lr_factor(0, OptimizerConfig(schedule="cosine"), 1)

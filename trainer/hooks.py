@@ -1,0 +1,132 @@
+"""Evaluation during training: the interface the loop talks to, and an in-process implementation.
+
+The loop hands the current weights to an :class:`EvaluationHook` every ``trainer.eval_every``
+steps and collects finished results whenever it logs; a hook must never block ``submit``.
+``cluster.evaluation`` provides the Ray-actor pool used in real runs; :class:`InProcessEvaluator`
+scores fixed batches synchronously (tests, debugging, and the fallback when no pool is
+configured).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+import torch
+
+from cluster.batch import Batch
+
+
+class EvaluationHook(Protocol):
+    def submit(self, step: int, weights: dict[str, torch.Tensor]) -> None:
+        """Queue an evaluation of ``weights`` (CPU tensors) taken at ``step``; returns at once."""
+
+    def poll(self) -> list[tuple[int, dict[str, float]]]:
+        """Finished evaluations as (step, metrics), oldest first; never blocks."""
+
+    def wait(self, timeout: float) -> list[tuple[int, dict[str, float]]]:
+        """Block until every submitted evaluation finished (or ``timeout`` s passed) and return them."""
+
+    def close(self) -> None:
+        """Free the evaluators."""
+
+
+@dataclass
+class ModelFactory:
+    """Picklable recipe of a model (shipped to evaluator processes together with weights)."""
+
+    model: dict
+    n_classes: int
+    input_length: int
+
+    def __call__(self) -> torch.nn.Module:
+        from trainer.models import build_model
+
+        return build_model(self.model, self.n_classes, self.input_length)
+
+
+def topk_accuracies(logits: np.ndarray, labels: np.ndarray, ks=(1, 5)) -> dict[str, float]:
+    """Fraction of samples whose label is among the k highest logits, per k."""
+    order = np.argsort(-logits, axis=1)
+    out = {}
+    for k in ks:
+        k_eff = min(k, logits.shape[1])
+        hit = (order[:, :k_eff] == labels[:, None]).any(axis=1)
+        out[f"top{k}"] = float(hit.mean()) if len(labels) else float("nan")
+    return out
+
+
+def predict(model: torch.nn.Module, patterns: np.ndarray, batch_size: int = 256,
+            device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """Model outputs over an array of patterns, in eval mode and without gradients."""
+    model.eval()
+    outs: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for i in range(0, len(patterns), batch_size):
+            x = torch.as_tensor(np.asarray(patterns[i:i + batch_size], np.float32), device=device)
+            for k, v in model(x).items():
+                outs.setdefault(k, []).append(v.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+class InProcessEvaluator:
+    """Scores fixed named batches synchronously inside ``submit`` (results come back by ``poll``).
+
+    Metrics per set: ``<set>/top1``, ``<set>/top5``, ``<set>/n``; with several sets and a
+    "synthetic" one, ``<set>/gap`` = synthetic top-1 minus the set's top-1.
+    """
+
+    def __init__(self, factory: Callable[[], torch.nn.Module], sets: dict[str, Batch], batch_size: int = 256,
+                 ks=(1, 5)):
+        self.factory = factory
+        self.sets = sets
+        self.batch_size = batch_size
+        self.ks = tuple(ks)
+        self._done: list[tuple[int, dict[str, float]]] = []
+        self._model: Optional[torch.nn.Module] = None
+
+    def submit(self, step: int, weights: dict[str, torch.Tensor]) -> None:
+        if self._model is None:
+            self._model = self.factory()
+        self._model.load_state_dict(weights)
+        t0 = time.perf_counter()
+        metrics: dict[str, float] = {}
+        for name, batch in self.sets.items():
+            out = predict(self._model, batch.patterns, self.batch_size)
+            for k, v in topk_accuracies(out["logits"], np.asarray(batch.labels), self.ks).items():
+                metrics[f"{name}/{k}"] = v
+            metrics[f"{name}/n"] = float(len(batch))
+        if "synthetic" in self.sets:
+            for name in self.sets:
+                if name != "synthetic":
+                    metrics[f"{name}/gap"] = metrics["synthetic/top1"] - metrics[f"{name}/top1"]
+        metrics["eval_seconds"] = time.perf_counter() - t0
+        self._done.append((int(step), metrics))
+
+    def poll(self) -> list[tuple[int, dict[str, float]]]:
+        done, self._done = self._done, []
+        return done
+
+    def wait(self, timeout: float) -> list[tuple[int, dict[str, float]]]:
+        return self.poll()
+
+    def close(self) -> None:
+        self._model = None
+
+
+def collect(hook: Any, results: list) -> list[tuple[int, dict[str, float]]]:
+    """Normalise what a hook returns (a list of (step, metrics) pairs or of dicts with a "step")."""
+    out = []
+    for r in results or []:
+        if isinstance(r, tuple) and len(r) == 2:
+            out.append((int(r[0]), dict(r[1])))
+        elif isinstance(r, dict):
+            r = dict(r)
+            out.append((int(r.pop("step", -1)), r))
+        else:
+            step = getattr(r, "step", -1)
+            metrics = getattr(r, "metrics", None)
+            if metrics is not None:
+                out.append((int(step), dict(metrics)))
+    return out

@@ -92,8 +92,9 @@ class EvaluationConfig:
             "randomised_lattice", "randomised_both" (held-out crystals re-randomised).
         max_test_crystals: cap per real set (None: all), chosen with the seed.
         synthetic_size: crystals in the fixed synthetic set.
-        cache_dir: folder of the cached simulated test patterns (NPZ keyed by split hash and
-            simulation config hash).
+        cache: keep simulated test patterns on disk (NPZ keyed by split hash and simulation config hash).
+        cache_dir: their folder (None: ``test_patterns`` in the project cache, $CRYSTALSTREAM_CACHE or
+            ~/.cache/crystalstream).
         dtype: dtype of cached and shipped test patterns.
         topk: the k of the top-k accuracies reported.
         gap_reference: real set that the synthetic-minus-real gap is computed against (the gap is
@@ -114,7 +115,8 @@ class EvaluationConfig:
     )
     max_test_crystals: Optional[int] = None
     synthetic_size: int = 2000
-    cache_dir: str = "cache/test_patterns"
+    cache: bool = True
+    cache_dir: Optional[str] = None
     dtype: str = "float16"
     topk: list[int] = field(default_factory=lambda: [1, 5])
     gap_reference: str = "test_spglib"

@@ -450,7 +450,8 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
         prepared: ``generator.pipeline.PreparedData`` ("real": its statistics-side structures).
         reserved_cpus: CPUs the evaluators take, left out when the number of actors is derived.
         factory: a producer factory replacing the synthetic one ("ray"/"local").
-        cache_dir: where simulated real patterns are cached ("real"; None: no cache).
+        cache_dir: where simulated real patterns are cached ("real"; None: ``train_patterns`` in the
+            project cache, $CRYSTALSTREAM_CACHE or ~/.cache/crystalstream).
     """
     cfg = to_dataclass(ClusterConfig, cfg)
     if cfg.source in ("ray", "local"):
@@ -465,6 +466,10 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
             raise ValueError("cluster.source=real needs the prepared database and split")
         from cluster.testsets import real_training_arrays
 
+        if cache_dir is None:
+            from generator.config import default_cache_dir
+
+            cache_dir = default_cache_dir() / "train_patterns"
         arrays = real_training_arrays(prepared, statistics, simulation_cfg, cfg, cache_dir=cache_dir)
         return ArraySource(*arrays, batch_size=cfg.batch_size, seed=cfg.seed)
     raise ValueError(f"unknown cluster.source {cfg.source!r} (ray, local or real)")

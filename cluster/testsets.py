@@ -123,6 +123,17 @@ def cached_patterns(path: Path | None, simulate: Callable[[], np.ndarray]) -> np
     return patterns
 
 
+def pattern_cache_dir(cfg: EvaluationConfig) -> Path | None:
+    """Folder of cached test patterns (None when caching is off)."""
+    if not cfg.cache:
+        return None
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    from generator.config import default_cache_dir
+
+    return default_cache_dir() / "test_patterns"
+
+
 def _cache_path(cache_dir: str | os.PathLike | None, name: str, *keys: Any) -> Path | None:
     if cache_dir is None:
         return None
@@ -193,7 +204,7 @@ def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, s
     if held_out:
         ids = _subset(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed, _HELD_OUT)
         records = _records(prepared.database, ids)
-        path = _cache_path(cfg.cache_dir, "held_out", prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
+        path = _cache_path(pattern_cache_dir(cfg), "held_out", prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
 
         def simulate():
             rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, _HELD_OUT))
@@ -216,7 +227,7 @@ def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, s
     if "statistics_real" in cfg.test_sets:
         ids = _subset(prepared.split.statistics_ids, cfg.max_test_crystals, cfg.seed, _STATISTICS_SIDE)
         records = _records(prepared.database, ids)
-        path = _cache_path(cfg.cache_dir, "statistics_real", prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
+        path = _cache_path(pattern_cache_dir(cfg), "statistics_real", prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
 
         def simulate():
             rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, _STATISTICS_SIDE))
@@ -243,7 +254,7 @@ def synthetic_test_set(statistics, cfg: EvaluationConfig, simulator, generator_c
     from generator import CrystalSampler, GeneratorConfig
 
     gen_cfg = to_dataclass(GeneratorConfig, generator_cfg)
-    path = _cache_path(cfg.cache_dir, "synthetic", statistics_hash(statistics), config_hash(gen_cfg),
+    path = _cache_path(pattern_cache_dir(cfg), "synthetic", statistics_hash(statistics), config_hash(gen_cfg),
                        simulation_hash(simulator.config), cfg.synthetic_size, cfg.seed, cfg.dtype)
     if path is not None and path.exists():
         with np.load(path) as f:
@@ -271,7 +282,7 @@ def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_
     branch = (_RANDOMISED, list(RANDOMISED_SETS).index(name))
     ids = _subset(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed, _HELD_OUT)
     records = _records(prepared.database, ids)
-    path = _cache_path(cfg.cache_dir, name, prepared.split.hash, sim_hash, statistics_hash(statistics), ids,
+    path = _cache_path(pattern_cache_dir(cfg), name, prepared.split.hash, sim_hash, statistics_hash(statistics), ids,
                        cfg.seed, cfg.dtype)
 
     def simulate():

@@ -178,8 +178,8 @@ def _reflections(recip, gmin2, gmax2, rotations):
 
 
 @numba.njit(cache=True)
-def _intensities(hkl, g2, mult, frac, occ, species, elements, coeffs, dw, wavelength):
-    """Integrated intensity of every reflection family: mult |F|^2 LP.
+def _intensities(hkl, g2, mult, frac, occ, species, elements, coeffs, dw, wavelength, lorentz=True):
+    """Integrated intensity of every reflection family: mult |F|^2 LP (LP = 1 without ``lorentz``).
 
     frac (N, 3), occ (N,), species (N,) index into elements (E,), coeffs (119, 4, 2) scattering
     coefficients, dw (E,) isotropic Debye-Waller B per element (A^2).
@@ -228,6 +228,9 @@ def _intensities(hkl, g2, mult, frac, occ, species, elements, coeffs, dw, wavele
         for e in range(n_el):
             re += fel[e] * fsum[e].real
             im += fel[e] * fsum[e].imag
+        if not lorentz:
+            out[i] = mult[i] * (re * re + im * im)
+            continue
         sin_t = wavelength * math.sqrt(g2[i]) / 2.0
         cos2t = 1.0 - 2.0 * sin_t * sin_t
         cos_t = math.sqrt(max(1.0 - sin_t * sin_t, 0.0))

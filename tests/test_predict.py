@@ -1,0 +1,158 @@
+"""Predictions for measured pattern files with a tiny checkpoint trained inside the tests."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiny_checkpoint import SIMULATION, structures, train_tiny_checkpoint
+from trainer.patterns import write_xy
+from trainer.predict import Predictor, load_config, load_member, main, space_group_symbol
+
+pytestmark = pytest.mark.slow
+
+XRED = Path(__file__).resolve().parents[2] / "shared" / "data" / "experimental" / "xred"
+MO = 0.70930
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    return Predictor.from_checkpoints([checkpoint], load_config())
+
+
+def _measured(structure, wavelength=1.5406, lo=10.0, hi=80.0, step=0.02, seed=0):
+    """A 'measured' pattern: simulated at ``wavelength`` on its own scan, in counts on a flat background."""
+    from simulator import PatternSimulator
+
+    sim = PatternSimulator({**SIMULATION, "wavelength": wavelength,
+                            "grid": {"two_theta_min": lo, "two_theta_max": hi, "step": step}})
+    return sim.grid, 50.0 + 5000.0 * sim.pure(structure, np.random.default_rng(seed))
+
+
+def test_same_pattern_as_xy_and_csv_gives_identical_predictions(predictor, tmp_path):
+    x, y = _measured(structures()[225])
+    a = write_xy(tmp_path / "nacl.xy", x, y)
+    b = write_xy(tmp_path / "nacl.csv", x, y, delimiter=",")
+    pa, pb = predictor.predict_files([a, b])
+    assert pa.ok and pb.ok
+    np.testing.assert_array_equal(pa.probabilities, pb.probabilities)
+    assert [c.space_group for c in pa.candidates] == [c.space_group for c in pb.candidates]
+    assert pa.candidates[0].space_group == 225
+    assert pa.candidates[0].symbol == "Fm-3m" and pa.candidates[0].crystal_system == "cubic"
+    assert pa.volume is not None and pa.volume > 0
+
+
+def test_mo_pattern_lands_where_the_cu_model_expects_its_peaks(checkpoint, predictor, tmp_path):
+    from simulator import simulate_peaks
+
+    nacl = structures()[225]
+    x, y = _measured(nacl, wavelength=MO, lo=4.0, hi=40.0, step=0.01)
+    path = write_xy(tmp_path / "nacl_mo.xy", x, y, wavelength=MO)
+    member = load_member(checkpoint)
+    from trainer.patterns import prepare_pattern, read_pattern
+
+    prepared = prepare_pattern(read_pattern(path), member.spec, predictor.cfg.pattern)
+    assert prepared.wavelength == pytest.approx(MO)
+    v = prepared.values
+    grid = member.spec.grid
+    strong = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:]) & (v[1:-1] > 0.3)) + 1
+    expected = simulate_peaks(nacl, wavelength=1.5406, two_theta_range=(10.0, 80.0))
+    expected = expected.two_theta[expected.intensity > 0.03]
+    assert len(strong) >= 3
+    for peak in grid[strong]:  # every strong input peak sits on a Cu K-alpha peak of NaCl
+        assert np.abs(expected - peak).min() <= 0.15
+    (result,) = predictor.predict_files([path])
+    assert result.wavelength_source == "file"
+    assert result.candidates[0].space_group == 225
+    # without the wavelength the peaks would be read as Cu K-alpha and land elsewhere
+    (wrong,) = predictor.predict_files([write_xy(tmp_path / "nacl_mo_unlabelled.xy", x, y)])
+    assert wrong.wavelength_source == "model"
+    assert wrong.probabilities[predictor.space_groups.index(225)] < result.probabilities[predictor.space_groups.index(225)]
+
+
+def test_bad_files_get_clear_errors_and_the_others_answers(predictor, tmp_path, capsys):
+    x, y = _measured(structures()[136])
+    good = write_xy(tmp_path / "good.xy", x, y)
+    bad = {
+        "empty.xy": ("", "empty file"),
+        "nan.xy": ("10 1\n10.1 nan\n" + "".join(f"{10.2 + 0.1 * i:.1f} 3\n" for i in range(100)), "non-finite"),
+        "backwards.xy": ("10 1\n10.2 2\n10.1 3\n" + "".join(f"{11 + 0.1 * i:.1f} 3\n" for i in range(100)),
+                         "not strictly increasing"),
+        "short.xy": ("".join(f"{40 + 0.02 * i:.2f} {1 + i % 7}\n" for i in range(300)), "covers"),
+        "garbage.csv": ("2theta,counts\n10,1\n11,2\nthis is not data\n", "line 4"),
+    }
+    paths = [good]
+    for name, (text, _) in bad.items():
+        (tmp_path / name).write_text(text)
+        paths.append(tmp_path / name)
+    paths.append(tmp_path / "missing.xy")
+    results = predictor.predict_files(paths)
+    assert results[0].ok and results[0].candidates[0].space_group == 136
+    for r, (name, (_, problem)) in zip(results[1:], bad.items()):
+        assert not r.ok and r.source.endswith(name) and problem in r.error, (name, r.error)
+        assert r.candidates == []
+    assert "file not found" in results[-1].error
+
+    code = main([str(p) for p in paths] + ["--checkpoint", str(predictor.members[0].name), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    payload = json.loads(out)
+    assert [p["error"] is None for p in payload["predictions"]] == [True] + [False] * (len(paths) - 1)
+    assert payload["predictions"][0]["candidates"][0]["space_group"] == 136
+    for name in bad:
+        assert f"{tmp_path / name}:" in err
+
+
+def test_ensemble_of_identical_checkpoints_equals_one(checkpoint, tmp_path):
+    x, y = _measured(structures()[186])
+    paths = [write_xy(tmp_path / "zns.xy", x, y), write_xy(tmp_path / "nacl.xy", *_measured(structures()[225]))]
+    cfg = load_config()
+    one = Predictor.from_checkpoints([checkpoint], cfg).predict_files(paths)
+    three = Predictor.from_checkpoints([checkpoint, checkpoint, checkpoint], cfg).predict_files(paths)
+    for a, b in zip(one, three):
+        np.testing.assert_allclose(b.probabilities, a.probabilities, rtol=0, atol=1e-12)
+        assert b.n_members == 3 and b.agreement == 3 and a.agreement == 1
+        assert b.volume == pytest.approx(a.volume) and b.volume_spread == pytest.approx(0.0, abs=1e-9)
+        assert [c.space_group for c in a.candidates] == [c.space_group for c in b.candidates]
+
+
+def test_refusal_threshold_and_top_k(checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    x = np.arange(10.0, 80.0, 0.02)
+    path = write_xy(tmp_path / "noise.xy", x, 100 + rng.poisson(20, x.size).astype(float))
+    base = Predictor.from_checkpoints([checkpoint], load_config(overrides={"top_k": 2}))
+    (r,) = base.predict_files([path])
+    p = r.top_probability
+    assert len(r.candidates) == 2 and r.candidates[0].probability >= r.candidates[1].probability
+    for threshold, expect in ((0.0, False), (p, False), (min(1.0, p + 1e-6), p < 1.0)):
+        base.cfg.refusal_threshold = threshold
+        (r,) = base.predict_files([path])
+        assert r.refused is expect, threshold
+    code = main([str(path), "--checkpoint", str(checkpoint), "--threshold", "1.0", "--top-k", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert ("REFUSED" in out) is (p < 1.0)
+    assert out.count("cubic") + out.count("tetragonal") + out.count("hexagonal") == 3
+
+
+def test_symbols():
+    assert space_group_symbol(225) == "Fm-3m"
+    assert space_group_symbol(14) == "P2_1/c"
+    assert space_group_symbol(167) == "R-3c"
+
+
+@pytest.mark.skipif(not XRED.exists(), reason="shared measured patterns not available")
+def test_every_xred_pattern_gets_an_answer(predictor):
+    files = sorted(XRED.glob("*/*.csv"))
+    files = [f for f in files if f.name != "manifest.csv"]
+    assert len(files) == 17
+    results = predictor.predict_files(files)
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert all(len(r.candidates) == 4 for r in results)  # the tiny model knows four space groups

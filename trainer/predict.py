@@ -1,0 +1,417 @@
+"""Space-group candidates for measured powder patterns from one checkpoint or an ensemble.
+
+    python -m trainer.predict FILE... --checkpoint CKPT [CKPT...] [--wavelength A] [--top-k 5] [--json]
+
+Each file is read, checked and brought onto every model's input exactly as the training patterns
+were made (see :mod:`trainer.patterns`); the members' class probabilities are averaged
+(:mod:`trainer.ensemble`). Per file the report lists the top-k space groups (number,
+Hermann-Mauguin symbol, crystal system, probability), how many members agree on the top-1, the
+predicted cell volume where the models have a volume head, and a refusal flag when the top
+probability is below the configured threshold. A file that cannot be used gets a clear error and
+the other files still get their answers (exit status 1 when any file failed).
+
+Defaults come from ``conf/inference/default.yaml``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from trainer.ensemble import EnsemblePrediction, align_classes, combine, refused, softmax, top_k
+from trainer.patterns import InputSpec, MeasuredPattern, PatternConfig, PatternError, prepare_pattern, read_pattern
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+DEFAULT_CONFIG = CONF_DIR / "inference" / "default.yaml"
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+@dataclass
+class EvaluateConfig:
+    """Labelled sets for ``python -m trainer.evaluate`` (``conf/inference/default.yaml``: ``evaluate``)."""
+
+    manifest: Optional[str] = None
+    cif_dir: Optional[str] = None
+    heldout: bool = False
+    output_dir: str = "evaluation"
+    max_k: int = 10
+    thresholds: int = 21
+    seed: int = 0
+    limit: Optional[int] = None
+    symprec: Optional[float] = None
+
+
+@dataclass
+class InferenceConfig:
+    """Using trained classifiers (``conf/inference/default.yaml``)."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    wavelength: Optional[float] = None
+    top_k: int = 5
+    refusal_threshold: float = 0.45
+    device: str = "cpu"
+    batch_size: int = 32
+    pattern: PatternConfig = field(default_factory=PatternConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> InferenceConfig:
+    """The inference config from ``path`` (default ``conf/inference/default.yaml``) checked against
+    :class:`InferenceConfig`, with ``overrides`` (a nested dict) applied on top."""
+    base = OmegaConf.structured(InferenceConfig)
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.load(path)) if path.exists() else base
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.create(overrides))
+        cfg = OmegaConf.to_object(merged)
+    except Exception as err:
+        raise ValueError(f"{path}: invalid inference config: {err}") from err
+    if not 0.0 <= cfg.refusal_threshold <= 1.0:
+        raise ValueError(f"refusal_threshold must be in [0, 1], got {cfg.refusal_threshold}")
+    if cfg.top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {cfg.top_k}")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------ space groups
+
+
+@lru_cache(maxsize=None)
+def _symbols() -> dict[int, str]:
+    import spglib
+
+    out: dict[int, str] = {}
+    for hall in range(1, 531):
+        t = spglib.get_spacegroup_type(hall)
+        number = int(t.number if hasattr(t, "number") else t["number"])
+        if number not in out:
+            out[number] = str(t.international_short if hasattr(t, "international_short") else t["international_short"])
+    return out
+
+
+def space_group_symbol(number: int) -> str:
+    """Short Hermann-Mauguin symbol of the standard setting (spglib), e.g. 225 -> 'Fm-3m'."""
+    return _symbols().get(int(number), "?")
+
+
+def crystal_system(number: int) -> str:
+    from generator.symmetry import crystal_system as _cs
+
+    return _cs(int(number))
+
+
+# ------------------------------------------------------------------------------------- prediction
+
+
+@dataclass
+class Candidate:
+    """One candidate space group of a prediction."""
+
+    space_group: int
+    symbol: str
+    crystal_system: str
+    probability: float
+
+
+@dataclass
+class PatternPrediction:
+    """What the ensemble says about one pattern (or why it could not say anything).
+
+    Attributes:
+        source: the file (or a name for in-memory patterns).
+        candidates: top-k space groups, most probable first (empty when ``error`` is set).
+        top_probability: ensemble probability of the first candidate.
+        refused: True when ``top_probability`` is below the refusal threshold.
+        agreement: members whose own top-1 is the ensemble's top-1.
+        n_members: members in the ensemble.
+        volume: predicted cell volume, A^3 (geometric mean over members with a volume head), or None.
+        volume_spread: standard deviation of the members' natural-log volumes, or None.
+        coverage: fraction of the model grid the measurement covers (smallest over members).
+        wavelength: measurement wavelength used, A.
+        wavelength_source: "option", "file" or "model" (assumed equal to the model's).
+        error: the reason no prediction was made, else None.
+        probabilities: (C,) ensemble probabilities over ``Predictor.space_groups`` (not in JSON).
+    """
+
+    source: str
+    candidates: list[Candidate] = field(default_factory=list)
+    top_probability: Optional[float] = None
+    refused: bool = False
+    agreement: int = 0
+    n_members: int = 0
+    volume: Optional[float] = None
+    volume_spread: Optional[float] = None
+    coverage: Optional[float] = None
+    wavelength: Optional[float] = None
+    wavelength_source: Optional[str] = None
+    error: Optional[str] = None
+    probabilities: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("probabilities")
+        return d
+
+
+@dataclass
+class Member:
+    """One network of an ensemble with what it needs to read patterns."""
+
+    model: torch.nn.Module
+    space_groups: list[int]
+    spec: InputSpec
+    volume_norm: Optional[dict] = None
+    name: str = ""
+    simulation: dict = field(default_factory=dict)
+
+
+def input_spec(simulation: dict) -> InputSpec:
+    """The input axis and training-time preprocessing of the simulator described by ``simulation``."""
+    from simulator import PatternSimulator, SimulationConfig
+
+    sim = PatternSimulator(SimulationConfig.from_any(simulation or None))
+    cfg = sim.config
+    axis = getattr(sim, "axis", "two_theta")
+    return InputSpec(grid=np.asarray(sim.grid, dtype=np.float64), axis=axis,
+                     wavelength=float(cfg.wavelength) if axis == "two_theta" else None,
+                     preprocess=sim.preprocess,
+                     lorentz_polarisation=bool(getattr(cfg, "lorentz_polarisation", True)))
+
+
+def load_member(path: str | Path, device: str = "cpu") -> Member:
+    """A checkpoint as an ensemble member (model in eval mode plus its input spec)."""
+    from trainer.checkpoint import load_for_inference
+
+    model, meta = load_for_inference(path, device=device)
+    spec = input_spec(meta.simulation)
+    if len(spec.grid) != meta.input_length:
+        raise ValueError(f"{path}: the simulation grid has {len(spec.grid)} points, the model expects {meta.input_length}")
+    return Member(model=model, space_groups=[int(s) for s in meta.space_groups], spec=spec,
+                  volume_norm=meta.volume_norm, name=str(path), simulation=dict(meta.simulation))
+
+
+class Predictor:
+    """An ensemble of one or more classifiers answering for measured or simulated patterns."""
+
+    def __init__(self, members: Sequence[Member], cfg: InferenceConfig | None = None):
+        if not members:
+            raise ValueError("no checkpoints given")
+        self.members = list(members)
+        self.cfg = cfg if cfg is not None else load_config()
+        order: list[int] = []
+        for m in self.members:
+            order += [s for s in m.space_groups if s not in order]
+        same = all(m.space_groups == self.members[0].space_groups for m in self.members)
+        self.space_groups: list[int] = list(self.members[0].space_groups) if same else sorted(order)
+        self._spec_keys = {id(m): json.dumps(m.simulation, sort_keys=True, default=str) if m.simulation
+                           else f"spec-{id(m.spec)}" for m in self.members}
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[str | Path], cfg: InferenceConfig | None = None) -> "Predictor":
+        cfg = cfg if cfg is not None else load_config()
+        return cls([load_member(p, cfg.device) for p in paths], cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.members[0].model.parameters()).device
+
+    # -- raw model outputs ------------------------------------------------------------------
+    @torch.no_grad()
+    def member_outputs(self, member: Member, inputs: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Probabilities (B, C) over ``self.space_groups`` and log volumes (B,) or None of one member."""
+        device = next(member.model.parameters()).device
+        probs, logv = [], []
+        bs = max(1, int(self.cfg.batch_size))
+        for i in range(0, len(inputs), bs):
+            x = torch.as_tensor(np.asarray(inputs[i:i + bs], dtype=np.float32), device=device)
+            out = member.model(x)
+            probs.append(softmax(out["logits"].float().cpu().numpy()))
+            if "log_volume" in out and member.volume_norm is not None:
+                z = out["log_volume"].float().cpu().numpy().reshape(-1)
+                logv.append(member.volume_norm["mean"] + member.volume_norm["std"] * z)
+        p = np.concatenate(probs) if probs else np.zeros((0, len(member.space_groups)))
+        if member.space_groups != self.space_groups:
+            p = align_classes(p, member.space_groups, self.space_groups)
+        return p, (np.concatenate(logv) if logv else None)
+
+    def ensemble(self, inputs: Sequence[np.ndarray]) -> EnsemblePrediction:
+        """Combine the members on prepared inputs: ``inputs[m]`` is (B, N_m) for member m."""
+        outs = [self.member_outputs(m, x) for m, x in zip(self.members, inputs)]
+        return combine([o[0] for o in outs], [o[1] for o in outs])
+
+    # -- patterns ---------------------------------------------------------------------------
+    def predict_patterns(self, patterns: Sequence[MeasuredPattern | PatternError],
+                         wavelength: float | None = None) -> list[PatternPrediction]:
+        """Predictions for measured patterns; a :class:`PatternError` in the list (a file that could
+        not be read) or a pattern that cannot be prepared gets an error entry instead."""
+        wavelength = wavelength if wavelength is not None else self.cfg.wavelength
+        results: list[PatternPrediction] = []
+        prepared_rows: list[list[np.ndarray]] = []
+        good: list[int] = []
+        for pattern in patterns:
+            if isinstance(pattern, PatternError):
+                results.append(PatternPrediction(source=pattern.source, error=pattern.problem,
+                                                 n_members=len(self.members)))
+                continue
+            source = str(pattern.source)
+            if wavelength is not None:
+                wl_source = "option"
+            elif pattern.wavelength is not None:
+                wl_source = "file"
+            else:
+                wl_source = "model"
+            try:
+                per_member, cov, wl_used = [], 1.0, None
+                cache: dict[str, Any] = {}  # members trained on the same simulation share one preparation
+                for m in self.members:
+                    key = self._spec_keys[id(m)]
+                    if key not in cache:
+                        cache[key] = prepare_pattern(pattern, m.spec, self.cfg.pattern, wavelength=wavelength)
+                    prep = cache[key]
+                    per_member.append(prep.values)
+                    cov = min(cov, prep.coverage)
+                    wl_used = prep.wavelength
+            except PatternError as err:
+                results.append(PatternPrediction(source=source, error=err.problem, n_members=len(self.members),
+                                                 wavelength_source=wl_source))
+                continue
+            results.append(PatternPrediction(source=source, coverage=cov, wavelength=wl_used,
+                                             wavelength_source=wl_source, n_members=len(self.members)))
+            prepared_rows.append(per_member)
+            good.append(len(results) - 1)
+        if good:
+            inputs = [np.stack([row[m] for row in prepared_rows]) for m in range(len(self.members))]
+            ens = self.ensemble(inputs)
+            for j, i in enumerate(good):
+                self._fill(results[i], ens, j)
+        return results
+
+    def predict_files(self, paths: Sequence[str | Path], wavelength: float | None = None) -> list[PatternPrediction]:
+        """Read each file (errors are reported per file) and predict."""
+        patterns: list[MeasuredPattern | PatternError] = []
+        for p in paths:
+            try:
+                patterns.append(read_pattern(p))
+            except PatternError as err:
+                patterns.append(err)
+        return self.predict_patterns(patterns, wavelength=wavelength)
+
+    def _fill(self, result: PatternPrediction, ens: EnsemblePrediction, j: int) -> None:
+        probs = ens.probabilities[j]
+        idx, val = top_k(probs[None, :], self.cfg.top_k)
+        result.candidates = [
+            Candidate(space_group=self.space_groups[int(c)], symbol=space_group_symbol(self.space_groups[int(c)]),
+                      crystal_system=crystal_system(self.space_groups[int(c)]), probability=float(p))
+            for c, p in zip(idx[0], val[0])
+        ]
+        result.top_probability = float(val[0, 0])
+        result.refused = bool(refused(probs[None, :], self.cfg.refusal_threshold)[0])
+        result.agreement = int(ens.agreement[j])
+        result.n_members = ens.n_members
+        if ens.log_volume is not None:
+            result.volume = float(math.exp(ens.log_volume[j]))
+            result.volume_spread = float(ens.log_volume_std[j])
+        result.probabilities = probs
+
+
+# ----------------------------------------------------------------------------------------- output
+
+
+def format_table(results: Sequence[PatternPrediction], threshold: float) -> str:
+    """Human-readable report of predictions."""
+    lines: list[str] = []
+    for r in results:
+        if not r.ok:
+            lines.append(f"{r.source}: ERROR: {r.error}")
+            lines.append("")
+            continue
+        wl = f"{r.wavelength:.4f} A" + {"option": " (given)", "file": " (from file)",
+                                         "model": " (assumed: the model's)"}.get(r.wavelength_source or "", "")
+        head = [f"wavelength {wl}", f"coverage {r.coverage:.0%}",
+                f"{r.agreement} of {r.n_members} model{'s' if r.n_members != 1 else ''} agree on the top-1"]
+        if r.volume is not None:
+            head.append(f"volume ~{r.volume:.0f} A^3")
+        lines.append(f"{r.source}: " + "; ".join(head))
+        lines.append(f"  {'rank':>4}  {'SG':>3}  {'symbol':<11} {'crystal system':<13} {'probability':>11}")
+        for k, c in enumerate(r.candidates, 1):
+            lines.append(f"  {k:>4}  {c.space_group:>3}  {c.symbol:<11} {c.crystal_system:<13} {c.probability:>11.3f}")
+        if r.refused:
+            lines.append(f"  REFUSED: top probability {r.top_probability:.3f} is below the threshold {threshold:.2f}; "
+                         "treat the list as a guess")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_json(results: Sequence[PatternPrediction], threshold: float, checkpoints: Sequence[str]) -> str:
+    return json.dumps({"refusal_threshold": threshold, "checkpoints": [str(c) for c in checkpoints],
+                       "predictions": [r.to_dict() for r in results]}, indent=2)
+
+
+def build_parser(cfg: InferenceConfig) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m trainer.predict",
+                                 description="Space-group candidates for measured powder patterns.")
+    ap.add_argument("files", nargs="+", help="pattern files (.xy, .xye, .csv, .txt, RRUFF, instrument formats)")
+    ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints),
+                    help="checkpoint(s); several form an ensemble (default: config 'checkpoints')")
+    ap.add_argument("--wavelength", type=float, default=cfg.wavelength,
+                    help="measurement wavelength in A for files that state none (default: the model's)")
+    ap.add_argument("--top-k", type=int, default=cfg.top_k, help=f"candidates per file (default {cfg.top_k})")
+    ap.add_argument("--threshold", type=float, default=cfg.refusal_threshold,
+                    help=f"refusal threshold on the top probability (default {cfg.refusal_threshold})")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--device", default=cfg.device, help=f"torch device (default {cfg.device})")
+    return ap
+
+
+def _config_path(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
+    """Pull ``--config PATH`` out of argv before the main parser (its defaults depend on it)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    return known.config, rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, argv = _config_path(argv)
+    cfg = load_config(config_path)
+    parser = build_parser(cfg)
+    parser.add_argument("--config", default=None, help="inference config YAML (default conf/inference/default.yaml)")
+    args = parser.parse_args(argv)
+    if not args.checkpoint:
+        parser.error("no checkpoint: give --checkpoint or set 'checkpoints' in the config")
+    cfg.top_k, cfg.refusal_threshold, cfg.device, cfg.wavelength = args.top_k, args.threshold, args.device, args.wavelength
+    try:
+        predictor = Predictor.from_checkpoints(args.checkpoint, cfg)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results = predictor.predict_files(args.files)
+    if args.json:
+        print(to_json(results, cfg.refusal_threshold, args.checkpoint))
+    else:
+        print(format_table(results, cfg.refusal_threshold), end="")
+    for r in results:
+        if not r.ok:
+            print(f"error: {r.source}: {r.error}", file=sys.stderr)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -113,11 +113,12 @@ class TrainerConfig:
     eval_every: int = 100
     final_eval: bool = True
     eval_timeout_s: float = 600.0  # how long the end of the run waits for outstanding evaluations
-    output_dir: str = "."
+    output_dir: Optional[str] = None  # None: the Hydra run directory (or ./outputs/train/<time>)
     resume: Optional[str] = None
     progress: bool = True
     num_workers: int = 1  # >1: Ray Train TorchTrainer data-parallel workers
     use_gpu: bool = False  # Ray Train workers each take a GPU
+    worker_cpus: float = 1.0  # CPUs reserved per Ray Train worker
     ddp_backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
 
 

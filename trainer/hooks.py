@@ -1,10 +1,10 @@
-"""Evaluation during training: the interface the loop talks to, and an in-process implementation.
+"""Evaluation during training: the interface the loop talks to, and a minimal in-process scorer.
 
 The loop hands the current weights to an :class:`EvaluationHook` every ``trainer.eval_every``
 steps and collects finished results whenever it logs; a hook must never block ``submit``.
-``cluster.evaluation`` provides the Ray-actor pool used in real runs; :class:`InProcessEvaluator`
-scores fixed batches synchronously (tests, debugging, and the fallback when no pool is
-configured).
+``cluster.evaluation`` provides the implementations used in real runs (Ray evaluator actors, or
+a synchronous local one); :class:`InProcessEvaluator` scores fixed batches (tests, debugging).
+A result is a dict with "step" and "metrics" (flat name -> float), optionally "details".
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from cluster.batch import Batch
 
 
 class EvaluationHook(Protocol):
-    def submit(self, step: int, weights: dict[str, torch.Tensor]) -> None:
-        """Queue an evaluation of ``weights`` (CPU tensors) taken at ``step``; returns at once."""
+    def submit(self, state_dict: dict[str, torch.Tensor], step: int) -> Any:
+        """Queue an evaluation of the weights (CPU tensors) taken at ``step``; returns at once."""
 
-    def poll(self) -> list[tuple[int, dict[str, float]]]:
-        """Finished evaluations as (step, metrics), oldest first; never blocks."""
+    def poll(self) -> list[dict]:
+        """Finished evaluations ({"step", "metrics", ...}), oldest first; never blocks."""
 
-    def wait(self, timeout: float) -> list[tuple[int, dict[str, float]]]:
+    def wait(self, timeout: float) -> list[dict]:
         """Block until every submitted evaluation finished (or ``timeout`` s passed) and return them."""
 
     def close(self) -> None:
@@ -83,10 +83,10 @@ class InProcessEvaluator:
         self.sets = sets
         self.batch_size = batch_size
         self.ks = tuple(ks)
-        self._done: list[tuple[int, dict[str, float]]] = []
+        self._done: list[dict] = []
         self._model: Optional[torch.nn.Module] = None
 
-    def submit(self, step: int, weights: dict[str, torch.Tensor]) -> None:
+    def submit(self, weights: dict[str, torch.Tensor], step: int) -> bool:
         if self._model is None:
             self._model = self.factory()
         self._model.load_state_dict(weights)
@@ -101,32 +101,38 @@ class InProcessEvaluator:
             for name in self.sets:
                 if name != "synthetic":
                     metrics[f"{name}/gap"] = metrics["synthetic/top1"] - metrics[f"{name}/top1"]
-        metrics["eval_seconds"] = time.perf_counter() - t0
-        self._done.append((int(step), metrics))
+        self._done.append({"step": int(step), "seconds": time.perf_counter() - t0, "metrics": metrics})
+        return True
 
-    def poll(self) -> list[tuple[int, dict[str, float]]]:
+    def poll(self) -> list[dict]:
         done, self._done = self._done, []
         return done
 
-    def wait(self, timeout: float) -> list[tuple[int, dict[str, float]]]:
+    def wait(self, timeout: float) -> list[dict]:
         return self.poll()
 
     def close(self) -> None:
         self._model = None
 
 
-def collect(hook: Any, results: list) -> list[tuple[int, dict[str, float]]]:
-    """Normalise what a hook returns (a list of (step, metrics) pairs or of dicts with a "step")."""
+def collect(results: list) -> list[tuple[int, dict[str, float], dict]]:
+    """(step, flat metrics, details) of each result a hook returned: dicts {"step", "metrics",
+    "seconds", "details"}, flat dicts with a "step", or (step, metrics) pairs."""
     out = []
     for r in results or []:
         if isinstance(r, tuple) and len(r) == 2:
-            out.append((int(r[0]), dict(r[1])))
+            out.append((int(r[0]), dict(r[1]), {}))
+        elif isinstance(r, dict) and "metrics" in r:
+            metrics = dict(r["metrics"])
+            if "seconds" in r:
+                metrics["eval_seconds"] = float(r["seconds"])
+            out.append((int(r.get("step", -1)), metrics, dict(r.get("details") or {})))
         elif isinstance(r, dict):
             r = dict(r)
-            out.append((int(r.pop("step", -1)), r))
+            out.append((int(r.pop("step", -1)), r, {}))
         else:
             step = getattr(r, "step", -1)
             metrics = getattr(r, "metrics", None)
             if metrics is not None:
-                out.append((int(step), dict(metrics)))
+                out.append((int(step), dict(metrics), {}))
     return out

@@ -75,6 +75,14 @@ class FitResult:
 
 
 # ------------------------------------------------------------------------------------ helpers
+def _json_safe(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -206,7 +214,7 @@ def fit(
 ) -> FitResult:
     """Train ``spec`` on batches from ``source`` until ``trainer.max_steps``; see the module docstring."""
     tcfg: TrainerConfig = spec.trainer
-    out_dir = Path(tcfg.output_dir)
+    out_dir = Path(tcfg.output_dir or ".")
     ckpt_dir = out_dir / "checkpoints"
     main = rank == 0
     device = device or resolve_device(tcfg.device)
@@ -276,10 +284,14 @@ def fit(
 
     def drain(results) -> None:
         nonlocal last_eval, last_eval_step
-        for at, metrics in sorted(collect(evaluator, results), key=lambda r: r[0]):
+        for at, metrics, details in sorted(collect(results), key=lambda r: r[0]):
             emit("eval", at, metrics)
             if last_eval_step is None or at >= last_eval_step:
                 last_eval, last_eval_step = metrics, at
+                if main and details:
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    (out_dir / "eval_details.json").write_text(
+                        json.dumps({"step": at, **details}, indent=1, default=_json_safe))
 
     def weights_cpu() -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
@@ -399,14 +411,14 @@ def fit(
             elif main:
                 progress.update(step)
             if main and evaluator is not None and tcfg.eval_every > 0 and step % tcfg.eval_every == 0:
-                evaluator.submit(step, weights_cpu())
+                evaluator.submit(weights_cpu(), step)
                 submitted.add(step)
             if main and tcfg.checkpoint_every > 0 and step % tcfg.checkpoint_every == 0 and step < tcfg.max_steps:
                 checkpoint()
         progress.stop()
         if main and evaluator is not None:
             if tcfg.final_eval and step not in submitted:
-                evaluator.submit(step, weights_cpu())
+                evaluator.submit(weights_cpu(), step)
             drain(evaluator.wait(tcfg.eval_timeout_s))
         if main:
             final_path = checkpoint(final=True)

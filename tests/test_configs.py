@@ -1,0 +1,108 @@
+"""Hydra composition of the training config and every experiment; every group validates against its schema."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from trainer.config import LoggerConfig, ModelConfig, OptimizerConfig, TrainerConfig, typed
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def validate(cfg):
+    """Every group against its schema; returns the typed trainer-side groups."""
+    from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
+    from generator import GeneratorConfig
+    from simulator import SimulationConfig
+
+    OmegaConf.resolve(cfg)
+    to_dataclass(ClusterConfig, cfg.cluster)
+    to_dataclass(EvaluationConfig, cfg.evaluation)
+    to_dataclass(GeneratorConfig, cfg.generator)
+    SimulationConfig.from_any(cfg.simulation)
+    return (typed(ModelConfig, cfg.model), typed(OptimizerConfig, cfg.optimizer),
+            typed(TrainerConfig, cfg.trainer), typed(LoggerConfig, cfg.logger))
+
+
+def test_expected_experiments_exist():
+    assert set(EXPERIMENTS) >= {"parkcnn_medium", "parkcnn_big", "resnet10", "resnet50", "resnet101",
+                                "imperfections", "baseline_random", "baseline_structure_type"}
+
+
+def test_default_is_a_small_cpu_run():
+    cfg = compose_train()
+    model, opt, trainer, logger = validate(cfg)
+    assert model.name == "parkcnn_small" and opt.lr == 1e-3 and opt.schedule == "constant"
+    assert trainer.max_steps <= 500 and trainer.resume is None and trainer.num_workers == 1
+    assert logger.name == "none"
+    assert cfg.cluster.seed == cfg.trainer.seed == cfg.evaluation.seed == cfg.generator.seed == cfg.seed
+    assert trainer.eval_every == cfg.evaluation.interval_steps
+    assert set(cfg) >= {"database", "split", "statistics", "generator", "simulation", "model", "optimizer",
+                        "evaluation", "logger", "cluster", "trainer"}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes(name):
+    cfg = compose_train([f"+experiment={name}"])
+    model, opt, trainer, _ = validate(cfg)
+    assert trainer.max_steps > 10_000  # the paper's budgets, not the laptop default
+    assert cfg.trainer.eval_every == cfg.evaluation.interval_steps
+
+
+@pytest.mark.parametrize("name,model,lr,batch,steps", [
+    ("parkcnn_big", "parkcnn_big", 1e-3, 870, 150 * 1000),
+    ("parkcnn_medium", "parkcnn_medium", 1e-3, 870, 150 * 1000),
+    ("resnet10", "resnet10", 1e-4, 145, 900 * 2000),
+    ("resnet50", "resnet50", 1e-4, 145, 900 * 2000),
+    ("resnet101", "resnet101", 1e-4, 145, 900 * 2000),
+])
+def test_paper_settings(name, model, lr, batch, steps):
+    cfg = compose_train([f"+experiment={name}"])
+    m, opt, trainer, _ = validate(cfg)
+    assert m.name == model and opt.lr == lr and cfg.cluster.batch_size == batch
+    assert trainer.max_steps == steps
+    if name.startswith("resnet"):
+        assert opt.schedule == "step" and opt.step_epochs == 500 and opt.gamma == 0.5
+        assert trainer.batches_per_epoch == 900 and cfg.simulation.sqrt
+        assert m.norm_groups == 32 and m.kernel_size == 9 and m.group_stride == 4 and m.hidden == [256]
+    else:
+        assert cfg.cluster.patterns_per_crystal == 2 and not cfg.simulation.sqrt
+        assert m.dropout_conv == 0 and m.dropout_dense == 0
+
+
+def test_imperfections_and_baselines():
+    cfg = compose_train(["+experiment=imperfections"])
+    validate(cfg)
+    assert cfg.model.name == "resnet50" and cfg.simulation.noise.enabled and cfg.simulation.impurity.enabled
+    assert cfg.trainer.max_steps == 900 * 1000
+    for name, split, model in [("baseline_random", "random", "parkcnn_medium"),
+                               ("baseline_structure_type", "structure_type", "parkcnn_big")]:
+        cfg = compose_train([f"+experiment={name}"])
+        m, *_ = validate(cfg)
+        assert cfg.split.kind == split and cfg.cluster.source == "real" and m.name == model
+        assert m.dropout_conv == 0.3 and m.dropout_dense == 0.5
+
+
+def test_overrides_and_wandb_logger():
+    cfg = compose_train(["logger=wandb", "model=resnet10", "model.volume_head=true", "trainer.max_steps=5",
+                         "seed=7"])
+    model, _, trainer, logger = validate(cfg)
+    assert logger.name == "wandb" and logger.mode == "offline"
+    assert model.volume_head and trainer.max_steps == 5 and cfg.cluster.seed == 7
+
+
+def test_unknown_keys_are_rejected():
+    cfg = compose_train()
+    OmegaConf.set_struct(cfg, False)
+    cfg.model.not_a_knob = 3
+    with pytest.raises(Exception):
+        typed(ModelConfig, cfg.model)

@@ -1,0 +1,98 @@
+"""Data-parallel training on several workers with Ray Train's ``TorchTrainer`` (DDP).
+
+Every worker runs :func:`trainer.loop.fit` on its own batches: with a Ray stream all workers pull
+from the one shared queue (``RayStream.consumer()``), other sources are rebuilt per worker with
+a per-rank seed. Gradients are averaged by DDP (NCCL on GPUs, gloo on CPUs); rank 0 logs,
+checkpoints and submits weights to the evaluators.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from trainer.loop import FitResult, RunSpec, fit
+
+log = logging.getLogger(__name__)
+
+
+def _train_worker(config: dict) -> None:
+    import ray.train
+    import torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    spec: RunSpec = config["spec"]
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING)
+    if spec.trainer.use_gpu and torch.cuda.is_available():
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    else:
+        device = torch.device("cpu")
+    if device.type == "cpu" and spec.trainer.torch_threads > 0:
+        torch.set_num_threads(spec.trainer.torch_threads)
+    source = config["source_for_rank"](rank)
+    evaluator = config["evaluator_factory"]() if (rank == 0 and config["evaluator_factory"] is not None) else None
+    try:
+        result = fit(spec, source, evaluator, rank=rank, world_size=world, device=device)
+    finally:
+        if evaluator is not None:
+            evaluator.close()
+        if config.get("close_sources", True):
+            source.close()
+    metrics = {"step": result.step, "samples_seen": result.samples_seen, "skipped_batches": result.skipped_batches}
+    if rank == 0:
+        metrics.update(final_checkpoint=str(result.final_checkpoint), eval_step=result.eval_step,
+                       eval_metrics=result.eval_metrics, train_metrics=result.train_metrics)
+    ray.train.report(metrics)
+
+
+def fit_distributed(
+    spec: RunSpec,
+    source_for_rank: Callable[[int], Any],
+    evaluator_factory: Optional[Callable[[], Any]] = None,
+    *,
+    close_sources: bool = True,
+) -> FitResult:
+    """Train ``spec`` on ``spec.trainer.num_workers`` Ray Train workers; returns rank 0's result.
+
+    Args:
+        source_for_rank: picklable callable giving each worker's batch source from its rank.
+        evaluator_factory: picklable callable building the evaluation hook on rank 0 (or None).
+        close_sources: close each worker's source when it is done (False for views of a shared
+            queue whose owner closes it).
+    """
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    tcfg = spec.trainer
+    if not ray.is_initialized():
+        raise RuntimeError("fit_distributed needs a running Ray (ray.init or a Ray stream)")
+    backend = tcfg.ddp_backend
+    if backend == "auto":
+        backend = "nccl" if tcfg.use_gpu else "gloo"
+    out_dir = Path(tcfg.output_dir or ".").resolve()
+    storage = out_dir / "ray_train"
+    storage.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"spec": spec, "source_for_rank": source_for_rank,
+                           "evaluator_factory": evaluator_factory, "close_sources": close_sources},
+        torch_config=TorchConfig(backend=backend),
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
+                                     resources_per_worker={"CPU": tcfg.worker_cpus}),
+        run_config=RunConfig(storage_path=str(storage), name="workers"),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    m = result.metrics or {}
+    final = m.get("final_checkpoint")
+    return FitResult(step=int(m.get("step", 0)), samples_seen=int(m.get("samples_seen", 0)),
+                     final_checkpoint=Path(final) if final and final != "None" else None,
+                     train_metrics=m.get("train_metrics", {}), eval_metrics=m.get("eval_metrics", {}),
+                     eval_step=m.get("eval_step"), output_dir=out_dir,
+                     skipped_batches=int(m.get("skipped_batches", 0)))

@@ -1,0 +1,210 @@
+"""One training run from a composed config: data, batch source, evaluators, model, loop, report.
+
+``python -m trainer`` (see ``trainer/__main__.py``) calls :func:`run` with the Hydra config of
+``conf/train.yaml``.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from trainer.checkpoint import load_meta
+from trainer.config import TrainerConfig, to_dict, typed
+from trainer.hooks import ModelFactory
+from trainer.loop import FitResult, RunSpec, fit, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def volume_normalisation(statistics) -> Optional[dict]:
+    """Mean and standard deviation of ln(conventional cell volume) of the statistics-side crystals."""
+    volumes = np.asarray((getattr(statistics, "descriptors", None) or {}).get("volume", []), np.float64)
+    volumes = volumes[np.isfinite(volumes) & (volumes > 0)]
+    if len(volumes) < 2:
+        return None
+    logv = np.log(volumes)
+    return {"mean": float(logv.mean()), "std": float(max(logv.std(), 1e-6))}
+
+
+def derived_seed(seed: int, rank: int, start_step: int) -> int:
+    """The batch-source seed of a worker: ``seed`` itself for rank 0 of a fresh run, otherwise an
+    independent child (so a resumed run or another worker never replays the same stream)."""
+    if rank == 0 and start_step == 0:
+        return int(seed)
+    ss = np.random.SeedSequence([int(seed), int(rank), int(start_step)])
+    return int(ss.generate_state(1, dtype=np.uint32)[0])
+
+
+@dataclass
+class SourceBuilder:
+    """Picklable recipe of a worker's batch source (``cluster.stream.make_source``)."""
+
+    cluster: dict
+    statistics: Any
+    generator: dict
+    simulation: Any
+    prepared: Any = None
+    cache_dir: Optional[str] = None
+    reserved_cpus: float = 0.0
+    start_step: int = 0
+
+    def __call__(self, rank: int = 0):
+        from cluster.stream import make_source
+
+        cfg = dict(self.cluster)
+        cfg["seed"] = derived_seed(cfg.get("seed", 0), rank, self.start_step)
+        return make_source(cfg, self.statistics, generator_cfg=self.generator, simulation_cfg=self.simulation,
+                           prepared=self.prepared, reserved_cpus=self.reserved_cpus, cache_dir=self.cache_dir)
+
+
+@dataclass
+class SharedSource:
+    """Every worker pulls from the same queue (a picklable consumer view of a Ray stream)."""
+
+    consumer: Any
+
+    def __call__(self, rank: int = 0):
+        return self.consumer
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if cfg.trainer.get("output_dir"):
+        return Path(cfg.trainer.output_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:
+        return Path("outputs") / "train" / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def print_report(result: FitResult, console=None) -> None:
+    """Held-out accuracies of the last evaluation, then the final checkpoint's path (last line)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    ev = result.eval_metrics or {}
+    sets = sorted({k.split("/")[0] for k in ev if "/" in k and k.split("/")[0] != "gap"})
+    if sets:
+        table = Table(title=f"Evaluation at step {result.eval_step}")
+        table.add_column("test set")
+        for col in ("n", "top1", "top5", "gap"):
+            table.add_column(col, justify="right")
+        for s in sets:
+            def fmt(key, pct=True):
+                v = ev.get(key)
+                if not isinstance(v, (int, float)):
+                    return "-"
+                return f"{100 * v:.1f} %" if pct else f"{v:.0f}"
+
+            table.add_row(s, fmt(f"{s}/n", pct=False), fmt(f"{s}/top1"), fmt(f"{s}/top5"), fmt(f"gap/{s}"))
+        console.print(table)
+    elif result.eval_step is None:
+        console.print("no evaluation results (evaluation disabled or none finished in time)")
+    tm = result.train_metrics or {}
+    if tm:
+        console.print(f"step {result.step}: {result.samples_seen} training patterns, last train loss "
+                      f"{tm.get('loss', float('nan')):.4f}, batch accuracy {100 * tm.get('accuracy', 0.0):.1f} %, "
+                      f"{tm.get('samples_per_s', 0.0):.0f} patterns/s")
+    print(f"Final checkpoint: {result.final_checkpoint}", flush=True)
+
+
+def run(cfg: DictConfig) -> FitResult:
+    """Prepare data, start the stream and evaluators, train, report. See ``conf/train.yaml``."""
+    from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
+    from cluster.evaluation import make_evaluator, reserved_cpus
+    from cluster.testsets import build_test_sets, pattern_cache_dir
+    from generator import GeneratorConfig
+    from generator.pipeline import prepare_data
+    from simulator import SimulationConfig
+
+    out_dir = _output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.set_struct(cfg, False)
+    cfg.trainer.output_dir = str(out_dir)
+    OmegaConf.set_struct(cfg, True)
+    tcfg = typed(TrainerConfig, cfg.trainer)
+    cluster_cfg = to_dataclass(ClusterConfig, cfg.cluster)
+    eval_cfg = to_dataclass(EvaluationConfig, cfg.evaluation)
+    generator_cfg = to_dataclass(GeneratorConfig, cfg.generator)
+    simulation_cfg = SimulationConfig.from_any(cfg.simulation)
+
+    device = resolve_device(tcfg.device)
+    if device.type == "cpu" and tcfg.torch_threads == 0:
+        import torch
+
+        torch.set_num_threads(max(1, int(round(cluster_cfg.trainer_cpus))))
+
+    t0 = time.perf_counter()
+    prepared = prepare_data(cfg)
+    statistics = prepared.statistics
+    log.info("data: %d classes, %d statistics / %d test crystals (%.1f s)", len(statistics.space_groups),
+             prepared.report.get("n_statistics", -1), prepared.report.get("n_test", -1), time.perf_counter() - t0)
+    start_step = load_meta(tcfg.resume).step if tcfg.resume else 0
+
+    spec = RunSpec(
+        model=cfg.model, optimizer=cfg.optimizer, trainer=tcfg, logger=cfg.logger,
+        space_groups=[int(s) for s in statistics.space_groups], input_length=simulation_cfg.n_points,
+        simulation=to_dict(simulation_cfg), volume_norm=volume_normalisation(statistics),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    model_factory = ModelFactory(to_dict(spec.model), len(spec.space_groups), spec.input_length)
+
+    test_sets = []
+    if eval_cfg.enabled and eval_cfg.test_sets:
+        t1 = time.perf_counter()
+        test_sets = build_test_sets(eval_cfg, statistics, prepared, simulation_cfg=simulation_cfg,
+                                    generator_cfg=generator_cfg)
+        log.info("test sets: %s (%.1f s)", ", ".join(f"{t.name} ({len(t)})" for t in test_sets),
+                 time.perf_counter() - t1)
+
+    builder = SourceBuilder(
+        cluster=to_dict(cluster_cfg), statistics=statistics, generator=to_dict(generator_cfg),
+        simulation=simulation_cfg, prepared=prepared if cluster_cfg.source == "real" else None,
+        cache_dir=str(pattern_cache_dir(eval_cfg)) if pattern_cache_dir(eval_cfg) else None,
+        reserved_cpus=reserved_cpus(eval_cfg), start_step=start_step,
+    )
+    import ray
+
+    started_ray = False
+    source = evaluator = None
+    try:
+        needs_ray = (cluster_cfg.source == "ray" or tcfg.num_workers > 1
+                     or (eval_cfg.enabled and eval_cfg.backend == "ray" and test_sets))
+        if needs_ray and cluster_cfg.source != "ray" and not ray.is_initialized():
+            ray.init(address=cluster_cfg.address, num_cpus=cluster_cfg.num_cpus if cluster_cfg.address is None
+                     else None, include_dashboard=False)
+            started_ray = True
+        if tcfg.num_workers > 1:
+            from trainer.distributed import fit_distributed
+
+            evaluator_factory = (functools.partial(make_evaluator, eval_cfg, model_factory, test_sets,
+                                                   spec.space_groups) if test_sets else None)
+            if cluster_cfg.source == "ray":
+                source = builder(0)
+                result = fit_distributed(spec, SharedSource(source.consumer()), evaluator_factory,
+                                         close_sources=False)
+            else:
+                result = fit_distributed(spec, builder, evaluator_factory)
+        else:
+            source = builder(0)
+            evaluator = make_evaluator(eval_cfg, model_factory, test_sets, spec.space_groups) if test_sets else None
+            result = fit(spec, source, evaluator, device=device)
+    finally:
+        if evaluator is not None:
+            evaluator.close()
+        if source is not None:
+            source.close()
+        if started_ray and ray.is_initialized():
+            ray.shutdown()
+    print_report(result)
+    return result

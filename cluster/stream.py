@@ -176,6 +176,11 @@ def _generation_actor_class():
         def getpid(self) -> int:
             return self.pid
 
+        def node_id(self) -> str:
+            import ray
+
+            return ray.get_runtime_context().get_node_id()
+
         def stop(self) -> None:
             self._stop.set()
 

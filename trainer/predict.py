@@ -219,7 +219,7 @@ class Predictor:
             order += [s for s in m.space_groups if s not in order]
         same = all(m.space_groups == self.members[0].space_groups for m in self.members)
         self.space_groups: list[int] = list(self.members[0].space_groups) if same else sorted(order)
-        self._spec_keys = {id(m): json.dumps(m.simulation, sort_keys=True, default=str) if m.simulation
+        self.spec_keys = {id(m): json.dumps(m.simulation, sort_keys=True, default=str) if m.simulation
                            else f"spec-{id(m.spec)}" for m in self.members}
 
     @classmethod
@@ -280,7 +280,7 @@ class Predictor:
                 per_member, cov, wl_used = [], 1.0, None
                 cache: dict[str, Any] = {}  # members trained on the same simulation share one preparation
                 for m in self.members:
-                    key = self._spec_keys[id(m)]
+                    key = self.spec_keys[id(m)]
                     if key not in cache:
                         cache[key] = prepare_pattern(pattern, m.spec, self.cfg.pattern, wavelength=wavelength)
                     prep = cache[key]
@@ -299,7 +299,7 @@ class Predictor:
             inputs = [np.stack([row[m] for row in prepared_rows]) for m in range(len(self.members))]
             ens = self.ensemble(inputs)
             for j, i in enumerate(good):
-                self._fill(results[i], ens, j)
+                self.fill_prediction(results[i], ens, j)
         return results
 
     def predict_files(self, paths: Sequence[str | Path], wavelength: float | None = None) -> list[PatternPrediction]:
@@ -312,7 +312,7 @@ class Predictor:
                 patterns.append(err)
         return self.predict_patterns(patterns, wavelength=wavelength)
 
-    def _fill(self, result: PatternPrediction, ens: EnsemblePrediction, j: int) -> None:
+    def fill_prediction(self, result: PatternPrediction, ens: EnsemblePrediction, j: int) -> None:
         probs = ens.probabilities[j]
         idx, val = top_k(probs[None, :], self.cfg.top_k)
         result.candidates = [
@@ -379,7 +379,7 @@ def build_parser(cfg: InferenceConfig) -> argparse.ArgumentParser:
     return ap
 
 
-def _config_path(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
+def split_config_argument(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
     """Pull ``--config PATH`` out of argv before the main parser (its defaults depend on it)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
@@ -389,7 +389,7 @@ def _config_path(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_path, argv = _config_path(argv)
+    config_path, argv = split_config_argument(argv)
     cfg = load_config(config_path)
     parser = build_parser(cfg)
     parser.add_argument("--config", default=None, help="inference config YAML (default conf/inference/default.yaml)")

@@ -1,0 +1,456 @@
+"""Evaluate a checkpoint or an ensemble on a labelled set and write metrics, predictions and plots.
+
+    python -m trainer.evaluate --checkpoint CKPT [CKPT...] --manifest CSV
+    python -m trainer.evaluate --checkpoint CKPT --cif-dir DIR
+    python -m trainer.evaluate --checkpoint CKPT --heldout
+
+Labelled sets:
+
+* a manifest CSV of measured patterns (a ``pattern_file``/``file``/``path`` column relative to the
+  CSV, a ``space_group`` column, optionally ``name`` and ``wavelength``), read and brought onto
+  each model's input like ``trainer.predict`` does;
+* a folder of CIFs, labelled by spglib under the project's symmetry policy and simulated with each
+  model's own training simulator;
+* the held-out side of the structure split the checkpoint was trained with (its run config).
+
+Prints top-1/5/10 and crystal-system accuracy (counts for small sets), and writes to the output
+folder ``metrics.json``, ``predictions.json`` and the PNGs ``top_k.png``,
+``confusion_crystal_system.png``, ``recall_per_space_group.png`` and ``coverage_accuracy.png``.
+Defaults come from ``conf/inference/default.yaml`` (``evaluate`` node).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
+from trainer.ensemble import coverage_accuracy, refused
+from trainer.patterns import MeasuredPattern, PatternError, read_pattern
+from trainer.predict import InferenceConfig, PatternPrediction, Predictor, split_config_argument, load_config
+
+log = logging.getLogger(__name__)
+
+
+# -------------------------------------------------------------------------------- labelled sets
+
+
+@dataclass
+class LabelledSet:
+    """Items with true space groups; either measured ``patterns`` or ``structures`` to simulate.
+
+    Attributes:
+        name: set name for reports.
+        ids: one name per item (file path or entry id).
+        space_groups: (n,) true International numbers (0 where the item could not be labelled).
+        patterns: measured patterns, or the :class:`PatternError` of an unreadable file, per item.
+        structures: pymatgen Structures or SyntheticCrystals per item (None where unreadable).
+        errors: item index -> why it cannot be used (unreadable CIF, unlabelled...).
+        log_volumes: (n,) true natural-log cell volumes where known (NaN elsewhere), or None.
+        wavelengths: per-item measurement wavelength from the manifest (None: file or default).
+    """
+
+    name: str
+    ids: list[str]
+    space_groups: np.ndarray
+    patterns: Optional[list] = None
+    structures: Optional[list] = None
+    errors: dict[int, str] = field(default_factory=dict)
+    log_volumes: Optional[np.ndarray] = None
+    wavelengths: Optional[list] = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _column(row: dict, names: Sequence[str]) -> Optional[str]:
+    for n in names:
+        for key, value in row.items():
+            if key is not None and key.strip().lower() == n and value not in (None, ""):
+                return value.strip()
+    return None
+
+
+def load_manifest(path: str | Path) -> LabelledSet:
+    """Measured patterns listed in a manifest CSV (file paths relative to the CSV's folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: the manifest has no rows")
+    ids, sgs, patterns, errors, wls = [], [], [], {}, []
+    for i, row in enumerate(rows):
+        file = _column(row, ("pattern_file", "file", "path", "pattern"))
+        sg = _column(row, ("space_group", "spacegroup", "sg", "label"))
+        name = _column(row, ("name", "id")) or file or f"row {i + 2}"
+        ids.append(name)
+        wl = _column(row, ("wavelength",))
+        wls.append(float(wl) if wl else None)
+        try:
+            sgs.append(int(sg) if sg is not None else 0)
+            if not 1 <= sgs[-1] <= 230:
+                raise ValueError
+        except ValueError:
+            sgs[-1:] = [0]
+            errors[i] = f"{path}, row {i + 2}: space group {sg!r} is not a number in 1..230"
+        if file is None:
+            patterns.append(PatternError(f"{path}, row {i + 2}", "no pattern file given"))
+            errors.setdefault(i, f"{path}, row {i + 2}: no pattern file given")
+            continue
+        try:
+            patterns.append(read_pattern(path.parent / file))
+        except PatternError as err:
+            patterns.append(err)
+    return LabelledSet(name=path.stem if path.stem != "manifest" else path.parent.name, ids=ids,
+                       space_groups=np.asarray(sgs, np.int64), patterns=patterns, errors=errors, wavelengths=wls)
+
+
+def load_cif_dir(path: str | Path, symprec: Optional[float] = None, limit: Optional[int] = None) -> LabelledSet:
+    """CIF files under ``path`` (recursively), labelled by spglib under the project's symmetry policy."""
+    import warnings
+
+    from pymatgen.core import Structure
+
+    from generator.crystal import SyntheticCrystal
+    from generator.symmetry import SymmetryTolerance
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"CIF folder {path} not found")
+    files = sorted(path.rglob("*.cif"))
+    if limit is not None:
+        files = files[: int(limit)]
+    if not files:
+        raise ValueError(f"{path}: no *.cif files")
+    tol = SymmetryTolerance() if symprec is None else SymmetryTolerance(symprec=float(symprec))
+    ids, sgs, structures, errors, logv = [], [], [], {}, []
+    for i, f in enumerate(files):
+        ids.append(str(f.relative_to(path)))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                s = Structure.from_file(str(f))
+            c = SyntheticCrystal.from_structure(s)
+            sg = tol.space_group(c.lattice, c.frac_coords, c.atomic_numbers)
+            if sg == 0:
+                raise ValueError("spglib finds no space group")
+            structures.append(s)
+            sgs.append(sg)
+            logv.append(float(np.log(s.volume)))
+        except Exception as exc:  # any unreadable CIF is reported, the others are evaluated
+            structures.append(None)
+            sgs.append(0)
+            logv.append(np.nan)
+            errors[i] = f"{f}: cannot be used ({exc})"
+    return LabelledSet(name=path.name, ids=ids, space_groups=np.asarray(sgs, np.int64), structures=structures,
+                       errors=errors, log_volumes=np.asarray(logv))
+
+
+def load_heldout(run_config: dict, limit: Optional[int] = None, seed: int = 0) -> LabelledSet:
+    """The held-out (test) side of the split a checkpoint was trained with (``meta.config``)."""
+    from generator.pipeline import prepare_data
+
+    prepared = prepare_data(run_config or None)
+    ids = sorted(map(str, prepared.split.test_ids))
+    if limit is not None and limit < len(ids):
+        rng = np.random.default_rng(seed)
+        ids = sorted(rng.choice(ids, size=int(limit), replace=False).tolist())
+    records = [prepared.database[i] for i in ids]
+    return LabelledSet(name=f"heldout-{prepared.split.kind}", ids=ids,
+                       space_groups=np.asarray([r.space_group for r in records], np.int64),
+                       structures=[r.to_crystal() for r in records],
+                       log_volumes=np.log(np.asarray([r.volume for r in records], float)))
+
+
+# ---------------------------------------------------------------------------------- predicting
+
+
+def _simulated_predictions(predictor: Predictor, data: LabelledSet, seed: int) -> list[PatternPrediction]:
+    """Simulate every structure with each member's simulator and predict."""
+    from simulator import PatternSimulator
+
+    n = len(data)
+    inputs: dict[str, np.ndarray] = {}
+    ok = np.array([i not in data.errors and data.structures[i] is not None for i in range(n)], bool)
+    errors = dict(data.errors)
+    for m in predictor.members:
+        key = predictor.spec_keys[id(m)]
+        if key in inputs:
+            continue
+        sim = PatternSimulator(m.simulation or None)
+        rng = np.random.default_rng(seed)
+        x = np.zeros((n, len(sim.grid)), np.float32)
+        for i in np.flatnonzero(ok):
+            try:
+                x[i] = sim.pattern(data.structures[i], rng)
+            except Exception as exc:  # a structure the simulator cannot handle is reported, not fatal
+                ok[i] = False
+                errors[i] = f"{data.ids[i]}: simulation failed ({exc})"
+        inputs[key] = x
+    results = [PatternPrediction(source=data.ids[i], error=errors.get(i, "not evaluated"),
+                                 n_members=len(predictor.members)) for i in range(n)]
+    good = np.flatnonzero(ok)
+    if len(good):
+        ens = predictor.ensemble([inputs[predictor.spec_keys[id(m)]][good] for m in predictor.members])
+        for j, i in enumerate(good):
+            results[i] = PatternPrediction(source=data.ids[i], n_members=len(predictor.members), coverage=1.0)
+            predictor.fill_prediction(results[i], ens, j)
+    return results
+
+
+def predict_set(predictor: Predictor, data: LabelledSet, seed: int = 0,
+                wavelength: Optional[float] = None) -> list[PatternPrediction]:
+    """One prediction (or error) per item of ``data``."""
+    if data.patterns is not None:
+        results: list[PatternPrediction] = [None] * len(data)  # type: ignore[list-item]
+        groups: dict[Optional[float], list[int]] = {}
+        for i in range(len(data)):
+            wl = wavelength if wavelength is not None else (data.wavelengths[i] if data.wavelengths else None)
+            groups.setdefault(wl, []).append(i)
+        for wl, idx in groups.items():
+            for i, r in zip(idx, predictor.predict_patterns([data.patterns[i] for i in idx], wavelength=wl)):
+                results[i] = r
+        for i, msg in data.errors.items():
+            if results[i].ok:
+                results[i].error = msg
+        return results
+    return _simulated_predictions(predictor, data, seed)
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups: Sequence[int],
+                         model_space_groups: Sequence[int], max_k: int = 10, n_thresholds: int = 21,
+                         refusal_threshold: float = 0.45, true_log_volumes: Optional[np.ndarray] = None) -> dict:
+    """Metrics of predictions against true labels.
+
+    Items without an answer (unreadable, unusable) count as wrong in the ``*_count`` / ``*_of_all``
+    figures; the other figures are over the answered items. True space groups the model does not
+    know are kept (they can never be right) so that a model is not flattered by its class list.
+    """
+    from cluster.metrics import summarize
+
+    true = np.asarray(true_space_groups, np.int64)
+    answered = np.array([r.ok and t > 0 for r, t in zip(results, true)], bool)
+    n_all = len(results)
+    classes = [int(s) for s in model_space_groups]
+    extra = sorted({int(t) for t in true[answered]} - set(classes))
+    all_classes = classes + extra
+    index = {s: i for i, s in enumerate(all_classes)}
+    ks = list(range(1, max(1, int(max_k)) + 1))
+    out: dict[str, Any] = {"n": n_all, "n_answered": int(answered.sum()), "n_errors": int(n_all - answered.sum()),
+                           "n_out_of_scope": int(sum(int(t) not in set(classes) for t in true[answered])),
+                           "model_classes": len(classes)}
+    if answered.any():
+        probs = np.stack([results[i].probabilities for i in np.flatnonzero(answered)])
+        labels = np.array([index[int(t)] for t in true[answered]], np.int64)
+        lv_pred = lv_true = None
+        if true_log_volumes is not None:
+            pv = np.array([np.log(results[i].volume) if results[i].volume else np.nan for i in np.flatnonzero(answered)])
+            tv = np.asarray(true_log_volumes, float)[answered]
+            keep = np.isfinite(pv) & np.isfinite(tv)
+            if keep.any():
+                lv_pred, lv_true = pv[keep], tv[keep]
+        # padded classes score -1: never predicted, never in a top-k (see the ranks below)
+        padded = np.concatenate([probs[:, :len(classes)], -np.ones((len(probs), len(extra)))], axis=1)
+        summary = summarize(padded, labels, all_classes, topk=[1])
+        if lv_pred is not None:
+            summary["log_volume_mae"] = float(np.mean(np.abs(lv_pred - lv_true)))
+        summary.pop("n", None)  # over the answered items: that is n_answered
+        out.update(summary)
+        order = np.argsort(-probs, axis=1, kind="stable")
+        rank = (order == labels[:, None]).argmax(axis=1)  # 0-based rank of the true class
+        rank = np.where(labels < len(classes), rank, np.iinfo(np.int64).max)  # unknown to the model: never found
+        out["top_k_curve"] = {int(k): float((rank < k).mean()) for k in ks}
+        for k in ks:
+            out[f"top{k}"] = float((rank < k).mean())
+            out[f"top{k}_count"] = int((rank < k).sum())
+            out[f"top{k}_of_all"] = float((rank < k).sum() / n_all)
+        pred = probs.argmax(axis=1)  # always one of the model's classes
+        systems = list(CRYSTAL_SYSTEMS)
+        cm = np.zeros((7, 7), np.int64)
+        for t, p in zip(labels, pred):
+            cm[systems.index(crystal_system(all_classes[t])), systems.index(crystal_system(all_classes[p]))] += 1
+        out["confusion_crystal_system"] = {"labels": systems, "matrix": cm.tolist()}
+        out["crystal_system_count"] = int(np.trace(cm))
+        support = np.bincount(labels, minlength=len(all_classes))
+        out["support_per_space_group"] = {int(all_classes[i]): int(c) for i, c in enumerate(support) if c}
+        curve = coverage_accuracy(probs, np.where(labels < len(classes), labels, -1), np.linspace(0.0, 1.0, max(2, int(n_thresholds))))
+        out["coverage_accuracy"] = curve.to_dict()
+        kept = ~refused(probs, refusal_threshold)
+        out["refusal"] = {"threshold": refusal_threshold, "kept": int(kept.sum()),
+                          "coverage": float(kept.mean()),
+                          "accuracy_kept": float((pred[kept] == labels[kept]).mean()) if kept.any() else None,
+                          "correct_kept": int((pred[kept] == labels[kept]).sum())}
+    else:
+        out["top_k_curve"] = {int(k): float("nan") for k in ks}
+        for k in ks:
+            out[f"top{k}_count"] = 0
+            out[f"top{k}_of_all"] = 0.0
+    return out
+
+
+def write_plots(metrics: dict, out_dir: str | Path, title: str = "") -> list[Path]:
+    """The four PNGs of an evaluation (nothing when no item was answered)."""
+    from trainer import reports
+
+    out_dir = Path(out_dir)
+    if not metrics.get("n_answered"):
+        return []
+    paths = []
+    ks = sorted(int(k) for k in metrics["top_k_curve"])
+    paths.append(reports.plot_top_k(ks, [metrics["top_k_curve"][k] for k in ks], out_dir / "top_k.png",
+                                    f"Top-k accuracy, {title} (n={metrics['n_answered']})"))
+    cm = metrics["confusion_crystal_system"]
+    paths.append(reports.plot_confusion(np.asarray(cm["matrix"]), cm["labels"], out_dir / "confusion_crystal_system.png",
+                                        f"Crystal systems, {title}"))
+    recall = metrics["per_space_group_recall"]
+    sgs = sorted(int(s) for s in recall)
+    paths.append(reports.plot_recall(sgs, [recall[s] for s in sgs],
+                                     [metrics["support_per_space_group"][s] for s in sgs],
+                                     out_dir / "recall_per_space_group.png", f"Per-space-group recall, {title}"))
+    ca = metrics["coverage_accuracy"]
+    acc = [np.nan if a is None else a for a in ca["accuracy"]]
+    paths.append(reports.plot_coverage_accuracy(ca["thresholds"], ca["coverage"], acc, out_dir / "coverage_accuracy.png",
+                                                metrics["refusal"]["threshold"], f"Refusal, {title}"))
+    return paths
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics, per-item predictions and the files written."""
+
+    metrics: dict
+    predictions: list[PatternPrediction]
+    true_space_groups: np.ndarray
+    ids: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None = None,
+             cfg: InferenceConfig | None = None, wavelength: Optional[float] = None,
+             checkpoints: Sequence[str] = ()) -> EvaluationResult:
+    """Predict every item of ``data``, compute the metrics and (with ``out_dir``) write JSON and plots."""
+    cfg = cfg if cfg is not None else predictor.cfg
+    ev = cfg.evaluate
+    results = predict_set(predictor, data, seed=ev.seed, wavelength=wavelength)
+    metrics = evaluate_predictions(results, data.space_groups, predictor.space_groups, ev.max_k, ev.thresholds,
+                                   cfg.refusal_threshold, data.log_volumes)
+    metrics = {"set": data.name, "checkpoints": [str(c) for c in checkpoints], **metrics}
+    out = EvaluationResult(metrics=metrics, predictions=results, true_space_groups=data.space_groups, ids=list(data.ids))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        items = []
+        for name, r, t in zip(data.ids, results, data.space_groups):
+            d = {"id": name, **r.to_dict()}
+            d["true_space_group"] = int(t)
+            d["correct_top1"] = bool(r.ok and r.candidates and r.candidates[0].space_group == int(t))
+            items.append(d)
+        (out_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
+        (out_dir / "predictions.json").write_text(json.dumps(_jsonable(items), indent=2))
+        out.files = [out_dir / "metrics.json", out_dir / "predictions.json"] + write_plots(metrics, out_dir, data.name)
+    return out
+
+
+def format_summary(result: EvaluationResult) -> str:
+    m = result.metrics
+    n = m["n"]
+    lines = [f"{m['set']}: {n} items, {m['n_answered']} answered, {m['n_errors']} unusable, "
+             f"{m['n_out_of_scope']} with a space group outside the model's {m['model_classes']} classes"]
+    for k in (1, 5, 10):
+        if f"top{k}_count" in m:
+            lines.append(f"  top-{k:<2} {m[f'top{k}_count']:>5} of {n}  ({100 * m[f'top{k}_of_all']:.1f} %)")
+    if m.get("n_answered"):
+        lines.append(f"  crystal system {m['crystal_system_count']:>3} of {n}  ({100 * m['crystal_system_count'] / n:.1f} %)")
+        r = m["refusal"]
+        acc = "n/a" if r["accuracy_kept"] is None else f"{100 * r['accuracy_kept']:.1f} %"
+        lines.append(f"  refusal at {r['threshold']:.2f}: {r['kept']} kept, {r['correct_kept']} of them right ({acc})")
+        if "log_volume_mae" in m:
+            lines.append(f"  log-volume MAE {m['log_volume_mae']:.3f}")
+    for name, r, t in zip(result.ids, result.predictions, result.true_space_groups):
+        if r.ok:
+            top = r.candidates[0]
+            mark = "ok " if top.space_group == int(t) else "   "
+            rank = next((i + 1 for i, c in enumerate(r.candidates) if c.space_group == int(t)), None)
+            lines.append(f"  {mark}{name}: true {int(t)}, predicted {top.space_group} ({top.symbol}) "
+                         f"p={top.probability:.2f}" + (f", true at rank {rank}" if rank and rank > 1 else "")
+                         + (" [refused]" if r.refused else ""))
+        else:
+            lines.append(f"  ERR {name}: {r.error}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, argv = split_config_argument(argv)
+    cfg = load_config(config_path)
+    ev = cfg.evaluate
+    ap = argparse.ArgumentParser(prog="python -m trainer.evaluate", description="Evaluate classifiers on a labelled set.")
+    ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints), help="checkpoint(s) (ensemble)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--manifest", default=ev.manifest, help="CSV of measured patterns with space groups")
+    src.add_argument("--cif-dir", default=ev.cif_dir, help="folder of CIFs to simulate")
+    src.add_argument("--heldout", action="store_true", default=ev.heldout,
+                     help="the held-out side of the checkpoint's structure split")
+    ap.add_argument("--output-dir", default=ev.output_dir, help=f"where results go (default {ev.output_dir})")
+    ap.add_argument("--wavelength", type=float, default=cfg.wavelength, help="measurement wavelength (A)")
+    ap.add_argument("--threshold", type=float, default=cfg.refusal_threshold, help="refusal threshold")
+    ap.add_argument("--top-k", type=int, default=cfg.top_k, help="candidates stored per item")
+    ap.add_argument("--limit", type=int, default=ev.limit, help="at most this many structures (CIFs, held-out)")
+    ap.add_argument("--device", default=cfg.device)
+    ap.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ap.add_argument("--config", default=None, help="inference config YAML")
+    args = ap.parse_args(argv)
+    if not args.checkpoint:
+        ap.error("no checkpoint: give --checkpoint or set 'checkpoints' in the config")
+    cfg.refusal_threshold, cfg.device, cfg.wavelength = args.threshold, args.device, args.wavelength
+    cfg.top_k = max(args.top_k, ev.max_k)
+    try:
+        predictor = Predictor.from_checkpoints(args.checkpoint, cfg)
+        if args.manifest:
+            data = load_manifest(args.manifest)
+        elif args.cif_dir:
+            data = load_cif_dir(args.cif_dir, ev.symprec, args.limit)
+        elif args.heldout:
+            from trainer.checkpoint import load_meta
+
+            data = load_heldout(load_meta(args.checkpoint[0]).config, args.limit, ev.seed)
+        else:
+            ap.error("give one of --manifest, --cif-dir or --heldout")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = evaluate(predictor, data, args.output_dir, cfg, args.wavelength, args.checkpoint)
+    if args.json:
+        print(json.dumps(_jsonable(result.metrics), indent=2))
+    else:
+        print(format_summary(result), end="")
+        print(f"results in {args.output_dir}: " + ", ".join(p.name for p in result.files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

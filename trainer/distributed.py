@@ -7,14 +7,17 @@ checkpoints and submits weights to the evaluators.
 """
 from __future__ import annotations
 
+import json
 import logging
-import tempfile
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from trainer.loop import FitResult, RunSpec, fit
 
 log = logging.getLogger(__name__)
+
+RESULT_FILE = "workers_result.json"  # rank 0's summary, read back by the driver
 
 
 def _train_worker(config: dict) -> None:
@@ -44,9 +47,14 @@ def _train_worker(config: dict) -> None:
             source.close()
     metrics = {"step": result.step, "samples_seen": result.samples_seen, "skipped_batches": result.skipped_batches}
     if rank == 0:
-        metrics.update(final_checkpoint=str(result.final_checkpoint), eval_step=result.eval_step,
-                       eval_metrics=result.eval_metrics, train_metrics=result.train_metrics)
-    ray.train.report(metrics)
+        metrics.update(final_checkpoint=str(result.final_checkpoint) if result.final_checkpoint else None,
+                       eval_step=result.eval_step, eval_metrics=result.eval_metrics,
+                       train_metrics=result.train_metrics)
+        path = Path(spec.trainer.output_dir or ".") / RESULT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(metrics, default=str))
+        os.replace(tmp, path)
+    ray.train.report({"step": result.step})
 
 
 def fit_distributed(
@@ -75,6 +83,7 @@ def fit_distributed(
     if backend == "auto":
         backend = "nccl" if tcfg.use_gpu else "gloo"
     out_dir = Path(tcfg.output_dir or ".").resolve()
+    tcfg.output_dir = str(out_dir)  # workers may run in another working directory
     storage = out_dir / "ray_train"
     storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
@@ -86,13 +95,17 @@ def fit_distributed(
                                      resources_per_worker={"CPU": tcfg.worker_cpus}),
         run_config=RunConfig(storage_path=str(storage), name="workers"),
     )
+    result_file = out_dir / RESULT_FILE
+    result_file.unlink(missing_ok=True)
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    m = result.metrics or {}
+    if not result_file.exists():
+        raise RuntimeError(f"the workers finished without writing {result_file}")
+    m = json.loads(result_file.read_text())
     final = m.get("final_checkpoint")
     return FitResult(step=int(m.get("step", 0)), samples_seen=int(m.get("samples_seen", 0)),
-                     final_checkpoint=Path(final) if final and final != "None" else None,
+                     final_checkpoint=Path(final) if final else None,
                      train_metrics=m.get("train_metrics", {}), eval_metrics=m.get("eval_metrics", {}),
                      eval_step=m.get("eval_step"), output_dir=out_dir,
                      skipped_batches=int(m.get("skipped_batches", 0)))

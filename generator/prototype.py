@@ -5,8 +5,9 @@ for rock salt ``AB_cF8_225_a_b``. Species are ordered by stoichiometry and then 
 letters, never by element, so isostructural compounds (NaCl, KCl) share a label.
 
 spglib may put either of two equivalent origins at the origin (Na on 4a or on 4b in rock salt);
-the label is the smallest one over a few origin shifts and the inversion of the standard cell,
-which merges the common equivalent Wyckoff sets (AFLOW does this with the full normalizer).
+the label is the smallest one over the origin shifts (and the inversion) of the standard cell that
+map the space group onto itself, which merges the common equivalent Wyckoff sets (AFLOW does
+this with the full Euclidean normalizer, including rotations and axis permutations).
 """
 from __future__ import annotations
 
@@ -78,10 +79,23 @@ def prototype_label(lattice, frac_coords, types, tolerance: SymmetryTolerance | 
     if analysis is None:
         analysis = analyse_cell(lattice, frac_coords, types, tolerance)
     labels = {label_of_analysis(analysis)}
-    for sign in (1.0, -1.0):
+    # spglib is slow on some cubic cells (~0.1 s), so re-analyse only for the shifts that are in
+    # the normalizer of the group, each once modulo the centring translations.
+    import spglib
+
+    # The operations of the standard setting come from spglib's table, no symmetry search.
+    ops = spglib.get_symmetry_from_database(analysis.hall_number)
+    rotations, translations = np.asarray(ops["rotations"]), np.asarray(ops["translations"]) % 1.0
+    centring = translations[np.all(rotations == np.eye(3, dtype=int), axis=(1, 2))]
+    seen = {(1.0, _class_key(np.zeros(3), centring))}
+    # With an inversion centre at the origin, x -> -x + t is the shift t again.
+    centrosymmetric_at_origin = _in_group(-np.eye(3, dtype=int), np.zeros(3), rotations, translations)
+    for sign in (1.0,) if centrosymmetric_at_origin else (1.0, -1.0):
         for shift in _SHIFTS:
-            if sign > 0 and not shift.any():
+            key = (sign, _class_key(shift, centring))
+            if key in seen or not _in_normalizer(sign, shift, rotations, translations):
                 continue
+            seen.add(key)
             try:
                 other = analyse_cell(analysis.lattice, sign * analysis.frac_coords + shift, analysis.types, tolerance)
             except SkipEntry:
@@ -89,3 +103,21 @@ def prototype_label(lattice, frac_coords, types, tolerance: SymmetryTolerance | 
             if other.space_group == analysis.space_group:
                 labels.add(label_of_analysis(other))
     return min(labels)
+
+
+def _class_key(shift: np.ndarray, centring: np.ndarray) -> tuple:
+    """A shift modulo the centring translations, as a hashable key."""
+    return min(tuple(np.round((shift + c) % 1.0, 6) % 1.0) for c in centring)
+
+
+def _in_normalizer(sign: float, shift: np.ndarray, rotations: np.ndarray, translations: np.ndarray) -> bool:
+    """Whether x -> sign * x + shift maps every operation (R, t) of the group onto one of the group."""
+    return all(_in_group(rot, sign * trans + shift - rot @ shift, rotations, translations)
+               for rot, trans in zip(rotations, translations))
+
+
+def _in_group(rot: np.ndarray, trans: np.ndarray, rotations: np.ndarray, translations: np.ndarray) -> bool:
+    """Whether the operation (rot, trans) is one of the group's, translations modulo lattice vectors."""
+    same_rot = np.all(rotations == rot, axis=(1, 2))
+    diff = np.abs((translations[same_rot] - np.asarray(trans) % 1.0 + 0.5) % 1.0 - 0.5)
+    return bool(np.any(np.all(diff < 1e-4, axis=1)))

@@ -275,10 +275,16 @@ def _lattice_kdes(records: list) -> dict[str, LatticeKDE]:
         names = LATTICE_PARAMETERS[cs]
         data = np.asarray(rows[cs])[:, [_PARAMETER_INDEX[p] for p in names]]
         d = len(names)
-        if d and len(data) <= d:  # gaussian_kde needs more points than dimensions
-            continue
-        kdes[cs] = LatticeKDE(crystal_system=cs, parameters=tuple(names), data=np.ascontiguousarray(data),
-                              factor=float(len(data) ** (-1.0 / (d + 4))) if d else 0.0)
+        kde = LatticeKDE(crystal_system=cs, parameters=tuple(names), data=np.ascontiguousarray(data),
+                         factor=float(len(data) ** (-1.0 / (d + 4))) if d else 0.0)
+        if d:
+            # Too few crystals of a system give a singular covariance; such a system gets no
+            # KDE rather than one that fails when sampled (never the case for a classified group).
+            try:
+                kde.kde()
+            except np.linalg.LinAlgError:
+                continue
+        kdes[cs] = kde
     return kdes
 
 

@@ -1,0 +1,38 @@
+"""Shared fixtures: small crystal databases made on the fly (never the full default build)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from small_crystals import write_small_cifs
+
+
+@pytest.fixture(scope="session")
+def bad_cif_folder(tmp_path_factory) -> Path:
+    """The good CIFs plus garbage, empty and partially occupied files."""
+    return write_small_cifs(tmp_path_factory.mktemp("bad_cifs"), bad=True)
+
+
+@pytest.fixture(scope="session")
+def bad_cif_db(bad_cif_folder, cache_dir):
+    """The bad CIF folder parsed serially."""
+    from generator.database import load_database
+
+    return load_database(name="cif", path=str(bad_cif_folder), workers=1, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def oqmd_small(cache_dir):
+    """The first 300 entries of the bundled OQMD database, parsed serially."""
+    from generator.database import load_database
+
+    try:
+        return load_database(name="oqmd", limit=300, workers=1, cache_dir=cache_dir)
+    except FileNotFoundError as exc:
+        pytest.skip(f"default database unavailable: {exc}")

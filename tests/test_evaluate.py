@@ -127,3 +127,20 @@ def test_xred_manifest_every_pattern_answered(predictor, tmp_path):
     in_scope = sum(int(s) in predictor.space_groups for s in data.space_groups)
     assert (m["n"], m["n_answered"], m["n_out_of_scope"]) == (17, 17, 17 - in_scope)
     assert m["top4_count"] == in_scope  # four classes: every in-scope label is within the top 4
+
+
+@pytest.mark.slow
+def test_heldout_split_is_simulated_and_scored(predictor, tmp_path):
+    from trainer.evaluate import load_heldout
+
+    run_config = {"database": {"limit": 400, "workers": 1},
+                  "statistics": {"min_crystals_per_class": 5, "cache_dir": str(tmp_path / "cache")}}
+    data = load_heldout(run_config, limit=12, seed=0)
+    assert len(data) == 12 and data.name.startswith("heldout-")
+    assert (data.space_groups >= 1).all() and np.isfinite(data.log_volumes).all()
+    result = evaluate(predictor, data, None)
+    m = result.metrics
+    assert m["n"] == 12 and m["n_answered"] + m["n_errors"] == 12
+    answered = [int(s) for s, r in zip(data.space_groups, result.predictions) if r.ok]
+    assert m["n_out_of_scope"] == sum(s not in predictor.space_groups for s in answered)
+    assert m["top1_count"] <= len(answered) - m["n_out_of_scope"]

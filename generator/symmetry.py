@@ -3,6 +3,11 @@
 Statistics, database labels, synthetic-crystal checks and test labels must all agree on
 what "space group" means; the reference implementation mixed three tolerances. Every
 spglib call in the project goes through :class:`SymmetryTolerance`.
+
+Why symprec = 1e-3 A: on the 32,163 DFT-relaxed OQMD structures it reproduces the database's own
+labels for 99.89 % (29 higher, 6 lower). On their first 3,000 entries, 1e-2 and 1e-1 find higher
+symmetry for 4 % and 6 % (pseudo-symmetry), while 1e-4 misses symmetry for 12 % and 1e-5 for
+83 % (relaxation noise). Generated crystals are exact, so they pass at any of these values.
 """
 from __future__ import annotations
 

@@ -45,11 +45,10 @@ def test_metrics_by_hand():
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
-    from tiny_checkpoint import train_tiny_checkpoint
+def predictor():
+    from tiny_checkpoint import shared_tiny_checkpoint
 
-    ckpt = train_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
-    return Predictor.from_checkpoints([ckpt], load_config())
+    return Predictor.from_checkpoints([shared_tiny_checkpoint()], load_config())
 
 
 def _manifest(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiny_checkpoint import SIMULATION, structures, train_tiny_checkpoint
+from tiny_checkpoint import SIMULATION, shared_tiny_checkpoint, structures
 from trainer.patterns import write_xy
 from trainer.predict import Predictor, load_config, load_member, main, space_group_symbol
 
@@ -18,8 +18,8 @@ MO = 0.70930
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+def checkpoint():
+    return shared_tiny_checkpoint()
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,10 @@
 with the real checkpoint format; shared by the inference tests."""
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +79,11 @@ def train_tiny_checkpoint(directory: str | Path, steps: int = 60, seed: int = 0)
                           simulation=OmegaConf.to_container(OmegaConf.structured(sim.config)),
                           volume_norm=norm, step=steps, samples_seen=32 * steps)
     return save_checkpoint(Path(directory) / f"step_{steps:06d}", model.eval(), meta, include_rng=False)
+
+
+@lru_cache(maxsize=None)
+def shared_tiny_checkpoint() -> Path:
+    """One tiny checkpoint per test process (trained on first use, removed at exit)."""
+    directory = Path(tempfile.mkdtemp(prefix="tiny-checkpoint-"))
+    atexit.register(shutil.rmtree, directory, True)
+    return train_tiny_checkpoint(directory)

@@ -534,7 +534,7 @@ def load_database(cfg: Any = None, *, cache_dir: str | os.PathLike | None = None
         source_hash = _hash_files([path], options)
         task_maker = lambda: (_parse_oqmd_chunk, _oqmd_tasks(path, cfg.limit, tolerance))  # noqa: E731
     elif cfg.name == "cif":
-        if not cfg.path:
+        if not cfg.path or cfg.path == "???":
             raise ValueError("database=cif needs database.path, a folder of CIF files")
         path = Path(cfg.path).expanduser()
         if not path.is_dir():

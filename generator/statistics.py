@@ -65,9 +65,11 @@ class DensityKDE:
         """The statsmodels conditional KDE p(f | V_atomic)."""
         from statsmodels.nonparametric.kernel_density import KDEMultivariateConditional
 
-        return KDEMultivariateConditional(
-            endog=[self.data[:, 0]], exog=[self.data[:, 1]], dep_type="c", indep_type="c", bw=list(self.bandwidth)
-        )
+        with warnings.catch_warnings():  # statsmodels' pandas deprecation chatter
+            warnings.simplefilter("ignore", FutureWarning)
+            return KDEMultivariateConditional(
+                endog=[self.data[:, 0]], exog=[self.data[:, 1]], dep_type="c", indep_type="c", bw=list(self.bandwidth)
+            )
 
 
 @dataclass

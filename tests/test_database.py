@@ -112,6 +112,8 @@ def test_database_save_load(bad_cif_db, tmp_path):
 def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown database name"):
         load_database(name="icsd")
+    with pytest.raises(ValueError, match="database.path"):
+        load_database(name="cif", path="???")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_database(name="cif", path=str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="unknown option"):

@@ -128,6 +128,16 @@ def test_threshold_too_high_is_a_clear_error(oqmd_small, split):
         extract_statistics(oqmd_small, split, min_crystals_per_class=10_000)
 
 
+def test_default_config_composes_the_conf_groups():
+    from generator.pipeline import default_config
+
+    cfg = default_config()
+    assert cfg.database.name == "oqmd" and cfg.database.limit is None
+    assert cfg.split.kind == "structure_type" and cfg.split.statistics_fraction == 0.7
+    assert cfg.split.max_volume == 7000 and cfg.split.max_asym_atoms == 100
+    assert cfg.statistics.min_crystals_per_class == 50
+
+
 def test_prepare_data_caches(tmp_path):
     from generator.pipeline import prepare_data
 

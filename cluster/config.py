@@ -43,6 +43,8 @@ class ClusterConfig:
         patterns_per_crystal: patterns simulated per synthetic crystal (independent crystallite
             sizes; the paper's parkCNN used 2), so a batch holds batch_size / this crystals.
         queue_size: batches the queue holds before producers block (backpressure).
+        prefetch: batches a consumer's background thread pulls ahead from the queue (0: none), so
+            the transfer overlaps with the training step.
         dtype: dtype of the patterns crossing the queue ("float16" halves the payload).
         get_timeout_s: how long the trainer waits for one batch before ``TimeoutError``.
         poll_s: slice of a blocking wait; actor health is checked between slices.
@@ -62,6 +64,7 @@ class ClusterConfig:
     batch_size: int = 145
     patterns_per_crystal: int = 1
     queue_size: int = 16
+    prefetch: int = 2
     dtype: str = "float16"
     get_timeout_s: float = 300.0
     poll_s: float = 1.0

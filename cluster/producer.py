@@ -120,12 +120,16 @@ class NoiseProducer:
     """Random patterns with random labels: measures the plumbing alone (queue, serialisation).
 
     ``seconds_per_batch`` emulates generation cost by sleeping; ``fail_after`` makes ``next_batch``
-    raise after that many batches (fault injection).
+    raise after that many batches (fault injection); ``fresh=False`` draws the patterns once and
+    ships them again with new labels (the cost of the queue alone).
     """
 
     def __init__(self, seed: np.random.SeedSequence, batch_size: int, n_points: int, n_classes: int,
-                 dtype: str = "float16", seconds_per_batch: float = 0.0, fail_after: int | None = None):
+                 dtype: str = "float16", seconds_per_batch: float = 0.0, fail_after: int | None = None,
+                 fresh: bool = True):
         self.fail_after = fail_after
+        self.fresh = fresh
+        self._patterns = None
         self.rng = np.random.default_rng(seed)
         self.batch_size, self.n_points, self.n_classes = int(batch_size), int(n_points), int(n_classes)
         self.dtype = np.dtype(dtype)
@@ -140,8 +144,10 @@ class NoiseProducer:
         if self.seconds_per_batch:
             time.sleep(self.seconds_per_batch)
         labels = self.rng.integers(0, self.n_classes, self.batch_size)
+        if self.fresh or self._patterns is None:
+            self._patterns = self.rng.random((self.batch_size, self.n_points), dtype=np.float32).astype(self.dtype)
         batch = Batch(
-            patterns=self.rng.random((self.batch_size, self.n_points), dtype=np.float32).astype(self.dtype),
+            patterns=self._patterns,
             labels=labels.astype(np.int64),
             space_groups=(labels + 1).astype(np.int16),
             log_volume=self.rng.normal(6.0, 1.0, self.batch_size).astype(np.float32),
@@ -165,7 +171,8 @@ class NoiseProducerFactory:
     dtype: str = "float16"
     seconds_per_batch: float = 0.0
     fail_after: int | None = None
+    fresh: bool = True
 
     def __call__(self, seed: np.random.SeedSequence) -> NoiseProducer:
         return NoiseProducer(seed, self.batch_size, self.n_points, self.n_classes, self.dtype, self.seconds_per_batch,
-                             self.fail_after)
+                             self.fail_after, self.fresh)

@@ -199,26 +199,64 @@ class _Slot:
 class QueueConsumer:
     """A picklable view of a stream's queue, for consumers in other processes (e.g. Ray Train workers).
 
-    Only ``get`` pulls; producers, health checks and replacement stay with the owning ``RayStream``.
+    With ``prefetch`` > 0 a background thread keeps up to that many batches in the consumer's
+    process, so the transfer from the queue actor overlaps with training. Only ``get`` pulls;
+    producers, health checks and replacement stay with the owning ``RayStream``.
     """
 
-    def __init__(self, queue, poll_s: float = 1.0):
+    def __init__(self, queue, poll_s: float = 1.0, prefetch: int = 2):
         self.queue = queue
         self.poll_s = float(poll_s)
+        self.prefetch = int(prefetch)
         self._clock = _WaitClock()
+        self._local: stdqueue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_pull = threading.Event()
+        self._pull_error: BaseException | None = None
 
     def __getstate__(self):
-        return {"queue": self.queue, "poll_s": self.poll_s}
+        return {"queue": self.queue, "poll_s": self.poll_s, "prefetch": self.prefetch}
 
     def __setstate__(self, state):
-        self.__init__(state["queue"], state["poll_s"])
+        QueueConsumer.__init__(self, state["queue"], state["poll_s"], state.get("prefetch", 2))
 
-    def _get_once(self, timeout: float) -> Batch | None:
+    def _pull(self) -> None:
         from ray.util.queue import Empty
 
+        while not self._stop_pull.is_set():
+            try:
+                batch = self.queue.get(block=True, timeout=self.poll_s)
+            except Empty:
+                continue
+            except BaseException as exc:  # the queue actor is gone, Ray shut down, ...
+                if not self._stop_pull.is_set():
+                    self._pull_error = exc
+                return
+            batch = _writable(batch)
+            while not self._stop_pull.is_set():
+                try:
+                    self._local.put(batch, timeout=self.poll_s)
+                    break
+                except stdqueue.Full:
+                    continue
+
+    def _get_once(self, timeout: float) -> Batch | None:
+        if self.prefetch <= 0:
+            from ray.util.queue import Empty
+
+            try:
+                return _writable(self.queue.get(block=True, timeout=max(timeout, 1e-3)))
+            except Empty:
+                return None
+        if self._thread is None:
+            self._local = stdqueue.Queue(maxsize=self.prefetch)
+            self._thread = threading.Thread(target=self._pull, name="batch-prefetch", daemon=True)
+            self._thread.start()
         try:
-            return self.queue.get(block=True, timeout=max(timeout, 1e-3))
-        except Empty:
+            return self._local.get(timeout=max(timeout, 1e-3))
+        except stdqueue.Empty:
+            if self._pull_error is not None:
+                raise RuntimeError(f"the batch queue failed: {_reason(self._pull_error)}") from self._pull_error
             return None
 
     def _on_empty(self) -> None:
@@ -235,16 +273,22 @@ class QueueConsumer:
             batch = self._get_once(min(self.poll_s, max(remaining, 0.0)))
             if batch is not None:
                 self._clock.add(time.perf_counter() - t0)
-                return _writable(batch)
+                return batch
             self._on_empty()
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"no batch arrived within {timeout:.1f} s; {self._diagnosis()}")
 
     def metrics(self) -> dict[str, float]:
-        return {"queue_length": float(self.queue.qsize()), **self._clock.metrics()}
+        local = self._local.qsize() if self._local is not None else 0
+        return {"queue_length": float(self.queue.qsize()), "prefetched": float(local), **self._clock.metrics()}
+
+    def _stop_prefetch(self) -> None:
+        self._stop_pull.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.poll_s + 5.0)
 
     def close(self) -> None:
-        pass
+        self._stop_prefetch()
 
 
 class RayStream(QueueConsumer):
@@ -266,7 +310,7 @@ class RayStream(QueueConsumer):
         self.factory = factory
         self._factory_ref = ray.put(factory)      # owned by the driver: survives any actor
         queue = Queue(maxsize=cfg.queue_size, actor_options={"num_cpus": 0})
-        super().__init__(queue, cfg.poll_s)
+        super().__init__(queue, cfg.poll_s, cfg.prefetch)
         self.num_actors = resolve_num_actors(cfg, reserved_cpus)
         self._actor_cls = _generation_actor_class()
         self.replacements = 0
@@ -341,7 +385,7 @@ class RayStream(QueueConsumer):
 
     def consumer(self) -> QueueConsumer:
         """A picklable handle for consumers in other processes."""
-        return QueueConsumer(self.queue, self.poll_s)
+        return QueueConsumer(self.queue, self.poll_s, self.prefetch)
 
     # -- metrics -------------------------------------------------------------------------------
 
@@ -371,6 +415,7 @@ class RayStream(QueueConsumer):
             rejections.update(s.get("rejections", {}))
         out = {
             "queue_length": float(self.queue.qsize()),
+            "prefetched": float(self._local.qsize() if self._local is not None else 0),
             "actors_alive": float(len(self.slots)),
             "replacements": float(self.replacements),
             "crystals": float(crystals),
@@ -390,6 +435,7 @@ class RayStream(QueueConsumer):
         if self._closed:
             return
         self._closed = True
+        self._stop_prefetch()
         if not ray.is_initialized():
             return
         for s in self.slots:

@@ -77,7 +77,10 @@ def test_ray_stream_matches_local_stream_of_slot_zero(ray_local):
 def test_backpressure_bounds_the_queue(ray_local):
     f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
     with RayStream(f, _cfg(queue_size=2)) as stream:
-        time.sleep(2.0)
+        deadline = time.monotonic() + 30
+        while stream.queue.qsize() < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)                 # a fast producer had time to overrun the queue
         stats = stream.actor_stats()[0]
         assert stream.queue.qsize() == 2
         # two batches in the queue, at most one more in hand: the producer is blocked, not racing ahead
@@ -155,3 +158,17 @@ def test_make_source_dispatch(ray_local):
         assert m["crystals"] >= 8
     finally:
         src.close()
+
+
+def test_prefetch_pulls_ahead_and_can_be_off(ray_local):
+    f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
+    with RayStream(f, _cfg(prefetch=2, queue_size=4)) as stream:
+        stream.get(20.0)
+        deadline = time.monotonic() + 20
+        while stream.metrics()["prefetched"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stream.metrics()["prefetched"] == 2
+        assert stream._thread.is_alive()
+    assert not stream._thread.is_alive()            # close stops the prefetch thread
+    with RayStream(f, _cfg(prefetch=0)) as stream:
+        assert len(stream.get(20.0)) == 8 and stream._thread is None

@@ -1,0 +1,116 @@
+"""Diffractograms per second delivered to a consumer, against the number of generation actors.
+
+    python benchmarks/bench_stream.py                       # default statistics, actors 1 and 2
+    python benchmarks/bench_stream.py --actors 1 2 4 8 --seconds 60 --batch-size 145
+    python benchmarks/bench_stream.py --plumbing-only        # queue ceiling with random patterns
+
+For every actor count it starts a fresh local Ray instance with that many CPUs (plus one for the
+consumer, capped at the machine), waits for the first batch (numba compilation, statistics
+transfer), then counts the patterns a consumer pulls with ``get`` during ``--seconds``. It also
+reports the in-process producer (one core, no Ray) and the cost of the queue itself: patterns/s
+through the queue with random patterns, for float16 and float32 payloads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _consume(source, seconds: float, timeout: float) -> dict:
+    source.get(timeout)                           # warm-up: first batch (compilation, transfers)
+    t0 = time.perf_counter()
+    n = batches = 0
+    wait = 0.0
+    while time.perf_counter() - t0 < seconds:
+        t = time.perf_counter()
+        b = source.get(timeout)
+        wait += time.perf_counter() - t
+        n += len(b)
+        batches += 1
+    dt = time.perf_counter() - t0
+    m = source.metrics()
+    return {"patterns_per_s": n / dt, "batches": batches, "seconds": dt, "consumer_wait_per_batch_s": wait / batches,
+            "bytes_per_pattern": int(b.patterns.nbytes // len(b)), "queue_length_end": m.get("queue_length", 0.0),
+            "rejections": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("rejections/")}}
+
+
+def bench_ray(factory, n_actors: int, seconds: float, queue_size: int, timeout: float) -> dict:
+    import ray
+
+    from cluster.config import ClusterConfig
+    from cluster.stream import RayStream
+
+    cpus = min(n_actors + 1, os.cpu_count() or n_actors)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg = ClusterConfig(num_actors=n_actors, actor_cpus=min(1.0, cpus / n_actors), queue_size=queue_size,
+                            get_timeout_s=timeout, seed=0)
+        with RayStream(factory, cfg) as stream:
+            out = _consume(stream, seconds, timeout)
+    finally:
+        ray.shutdown()
+    out.update(actors=n_actors, ray_cpus=cpus, patterns_per_s_per_actor=out["patterns_per_s"] / n_actors)
+    return out
+
+
+def bench_local(factory, seconds: float) -> dict:
+    from cluster.stream import LocalStream
+
+    out = _consume(LocalStream(factory, seed=0), seconds, 1e9)
+    out.update(actors=0, note="in-process, one core, no Ray")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--seconds", type=float, default=30.0, help="measurement time per configuration")
+    p.add_argument("--batch-size", type=int, default=145)
+    p.add_argument("--queue-size", type=int, default=16)
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--plumbing-only", action="store_true", help="only the queue ceiling with random patterns")
+    p.add_argument("--out", help="also write the results as JSON here")
+    args = p.parse_args(argv)
+
+    from cluster.producer import NoiseProducerFactory, SyntheticProducerFactory
+
+    results: dict = {"cpu_count": os.cpu_count(), "batch_size": args.batch_size, "dtype": args.dtype, "runs": []}
+    n_points = 8501
+    if not args.plumbing_only:
+        from generator.pipeline import prepare_data
+
+        prepared = prepare_data()
+        stats = prepared.statistics
+        factory = SyntheticProducerFactory(stats, None, None, args.batch_size, args.dtype)
+        results["classes"] = len(stats.space_groups)
+        r = bench_local(factory, args.seconds)
+        results["runs"].append(r)
+        print(f"in-process (1 core): {r['patterns_per_s']:.1f} patterns/s", flush=True)
+        for n in args.actors:
+            r = bench_ray(factory, n, args.seconds, args.queue_size, args.timeout)
+            results["runs"].append(r)
+            print(f"{n} actors ({r['ray_cpus']} Ray CPUs): {r['patterns_per_s']:.1f} patterns/s delivered, "
+                  f"{r['patterns_per_s_per_actor']:.1f} per actor; consumer waits "
+                  f"{1e3 * r['consumer_wait_per_batch_s']:.0f} ms per batch", flush=True)
+    results["plumbing"] = []
+    for dtype in ("float16", "float32"):
+        factory = NoiseProducerFactory(args.batch_size, n_points, 100, dtype, fresh=False)
+        r = bench_ray(factory, 1, min(args.seconds, 10.0), args.queue_size, args.timeout)
+        r["dtype"] = dtype
+        results["plumbing"].append(r)
+        print(f"queue ceiling {dtype}: {r['patterns_per_s']:.0f} patterns/s ({r['bytes_per_pattern']} B each), "
+              f"consumer get {1e3 * r['consumer_wait_per_batch_s']:.1f} ms per batch of {args.batch_size}",
+              flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,3 +15,7 @@ from generator.statistics import extract_statistics
 
 __all__ += ["CrystalRecord", "Database", "load_database", "Split", "random_split", "structure_type_split",
             "extract_statistics"]
+
+from generator.randomise import CrystalRandomiser, randomise_coordinates, randomise_lattice
+
+__all__ += ["CrystalRandomiser", "randomise_coordinates", "randomise_lattice"]

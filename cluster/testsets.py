@@ -153,10 +153,13 @@ def simulate_crystals(crystals: Sequence, simulator, rng: np.random.Generator, d
     ok = np.ones(len(crystals), bool)
     for i, crystal in enumerate(crystals):
         try:
+            if crystal is None:
+                raise ValueError("no crystal")
             out[i * variants:(i + 1) * variants] = simulator.patterns([crystal] * variants, rng)
         except Exception as exc:  # a pathological real structure must not stop evaluation
             ok[i] = False
-            log.warning("simulation failed for crystal %d: %s", i, exc)
+            if crystal is not None:
+                log.warning("simulation failed for crystal %d: %s", i, exc)
     return out, ok
 
 
@@ -243,7 +246,7 @@ def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, s
     if "synthetic" in cfg.test_sets:
         out.append(synthetic_test_set(statistics, cfg, simulator, generator_cfg))
 
-    for k, name in enumerate(n for n in cfg.test_sets if n in RANDOMISED_SETS):
+    for name in (n for n in cfg.test_sets if n in RANDOMISED_SETS):
         out.append(_randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_index))
     order = {n: i for i, n in enumerate(cfg.test_sets)}
     return sorted(out, key=lambda t: order[t.name])
@@ -274,10 +277,9 @@ def synthetic_test_set(statistics, cfg: EvaluationConfig, simulator, generator_c
 
 
 def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_index) -> TestSet:
-    try:
-        from generator import randomise
-    except ImportError as exc:
-        raise ValueError(f"test set {name!r} needs generator.randomise, which is not available") from exc
+    """Held-out crystals with re-randomised coordinates and/or lattice (spglib labels kept)."""
+    from generator.randomise import CrystalRandomiser
+
     coords, lattice = RANDOMISED_SETS[name]
     branch = (_RANDOMISED, list(RANDOMISED_SETS).index(name))
     ids = _subset(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed, _HELD_OUT)
@@ -286,8 +288,16 @@ def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_
                        cfg.seed, cfg.dtype)
 
     def simulate():
-        rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, *branch))
-        crystals = [randomise.randomise(r, statistics, rng, coordinates=coords, lattice=lattice) for r in records]
+        randomiser = CrystalRandomiser(statistics, seed=seed_for(cfg.seed, EVALUATION, *branch, 0))
+        crystals = []
+        for r in records:
+            try:
+                crystals.append(randomiser.randomise(_structure(r), int(r.space_group), coordinates=coords,
+                                                     lattice=lattice))
+            except Exception as exc:  # no valid randomisation: left out like a failed simulation
+                log.info("%s: crystal %s not randomised: %s", name, getattr(r, "id", "?"), exc)
+                crystals.append(None)
+        rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, *branch, 1))
         pats, ok = simulate_crystals(crystals, simulator, rng, cfg.dtype)
         pats[~ok] = np.nan
         return pats
@@ -296,6 +306,11 @@ def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_
     ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
     return _labelled(name, "real", pats, ok, np.array([r.space_group for r in records]),
                      np.array([r.volume for r in records], float), ids, class_index)
+
+
+def _structure(record):
+    s = record.structure
+    return s() if callable(s) else s
 
 
 def real_training_arrays(prepared, statistics, simulation_cfg, cluster_cfg: ClusterConfig | Any,

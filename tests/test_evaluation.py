@@ -164,6 +164,10 @@ class _Record:
     def to_crystal(self):
         return self.crystal
 
+    @property
+    def structure(self):
+        return self.crystal.to_structure()
+
 
 @pytest.fixture(scope="module")
 def prepared():
@@ -231,3 +235,18 @@ def test_real_training_arrays_and_source(prepared, tmp_path):
     assert not np.array_equal(src.patterns[0], src.patterns[1])   # two crystallite sizes of one crystal
     b = src.get(1.0)
     assert b.patterns.shape == (4, 8501) and b.patterns.dtype == np.float16
+
+
+def test_randomised_sets_keep_labels_and_change_patterns(prepared, tmp_path):
+    stats, prep = prepared
+    names = ["test_spglib", "randomised_coordinates", "randomised_lattice", "randomised_both"]
+    sets = {t.name: t for t in build_test_sets(EvaluationConfig(test_sets=names, cache_dir=str(tmp_path)), stats, prep)}
+    base = sets["test_spglib"]
+    for name in names[1:]:
+        t = sets[name]
+        assert len(t) >= len(base) - 2 and len(t) > 0          # a crystal may resist randomisation
+        common = [i for i in t.ids if i in base.ids]
+        a = t.patterns[[t.ids.index(i) for i in common]]
+        b = base.patterns[[base.ids.index(i) for i in common]]
+        assert np.array_equal(t.labels[[t.ids.index(i) for i in common]], base.labels[[base.ids.index(i) for i in common]])
+        assert not np.allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-2)

@@ -20,9 +20,9 @@ def typed(schema: type[T], cfg: Any) -> T:
     base = OmegaConf.structured(schema)
     if cfg is None:
         return OmegaConf.to_object(base)
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(cfg)
-    return OmegaConf.to_object(OmegaConf.merge(base, cfg))
+    if isinstance(cfg, DictConfig):  # resolve interpolations against the node's own root first
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.create(cfg)))
 
 
 def to_dict(cfg: Any) -> dict:

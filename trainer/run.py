@@ -131,6 +131,7 @@ def run(cfg: DictConfig) -> FitResult:
     OmegaConf.set_struct(cfg, False)
     cfg.trainer.output_dir = str(out_dir)
     OmegaConf.set_struct(cfg, True)
+    OmegaConf.resolve(cfg)
     tcfg = typed(TrainerConfig, cfg.trainer)
     cluster_cfg = to_dataclass(ClusterConfig, cfg.cluster)
     eval_cfg = to_dataclass(EvaluationConfig, cfg.evaluation)

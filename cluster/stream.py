@@ -309,7 +309,11 @@ class RayStream(QueueConsumer):
             self._owns_ray = True
         self.factory = factory
         self._factory_ref = ray.put(factory)      # owned by the driver: survives any actor
-        queue = Queue(maxsize=cfg.queue_size, actor_options={"num_cpus": 0})
+        # the queue actor lives on the driver's node: losing a generation node never loses the queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        queue = Queue(maxsize=cfg.queue_size, actor_options={"num_cpus": 0, "scheduling_strategy": here})
         super().__init__(queue, cfg.poll_s, cfg.prefetch)
         self.num_actors = resolve_num_actors(cfg, reserved_cpus)
         self._actor_cls = _generation_actor_class()

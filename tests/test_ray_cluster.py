@@ -93,6 +93,9 @@ source = make_source(cfg, stats)
 batches = [source.get(60.0) for _ in range(6)]
 out["actor_nodes"] = len(set(ray.get([s.actor.node_id.remote() for s in source.slots])))
 out["num_actors"] = source.num_actors
+from ray._private import state
+queue_node = state.actors(source.queue.actor._actor_id.hex())["Address"]["NodeID"]
+out["queue_on_driver_node"] = queue_node == ray.get_runtime_context().get_node_id()
 out["shapes"] = sorted({tuple(b.patterns.shape) for b in batches})
 out["dtypes"] = sorted({str(b.patterns.dtype) for b in batches})
 labels = np.concatenate([b.labels for b in batches])
@@ -158,3 +161,4 @@ def test_short_job_on_two_nodes(two_node_cluster):
     assert out["shapes"] == [[16, 8501]] and out["dtypes"] == ["float16"] and out["labels_ok"]
     assert out["crystals"] >= 96 and out["actors_alive"] == 2
     assert out["eval_steps"] == [1] and out["eval_n"] == 16
+    assert out["queue_on_driver_node"]

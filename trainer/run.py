@@ -96,7 +96,7 @@ def print_report(result: FitResult, console=None) -> None:
     if sets:
         table = Table(title=f"Evaluation at step {result.eval_step}")
         table.add_column("test set")
-        for col in ("n", "top1", "top5", "gap"):
+        for col in ("n", "top-1", "top-5", "crystal system", "gap"):
             table.add_column(col, justify="right")
         for s in sets:
             def fmt(key, pct=True):
@@ -105,15 +105,15 @@ def print_report(result: FitResult, console=None) -> None:
                     return "-"
                 return f"{100 * v:.1f} %" if pct else f"{v:.0f}"
 
-            table.add_row(s, fmt(f"{s}/n", pct=False), fmt(f"{s}/top1"), fmt(f"{s}/top5"), fmt(f"gap/{s}"))
+            table.add_row(s, fmt(f"{s}/n", pct=False), fmt(f"{s}/top1"), fmt(f"{s}/top5"),
+                          fmt(f"{s}/crystal_system_accuracy"), fmt(f"gap/{s}"))
         console.print(table)
     elif result.eval_step is None:
         console.print("no evaluation results (evaluation disabled or none finished in time)")
     tm = result.train_metrics or {}
     if tm:
-        console.print(f"step {result.step}: {result.samples_seen} training patterns, last train loss "
-                      f"{tm.get('loss', float('nan')):.4f}, batch accuracy {100 * tm.get('accuracy', 0.0):.1f} %, "
-                      f"{tm.get('samples_per_s', 0.0):.0f} patterns/s")
+        console.print(f"step {result.step}, {result.samples_seen} patterns: train loss {tm.get('loss', float('nan')):.3f}, "
+                      f"batch accuracy {100 * tm.get('accuracy', 0.0):.1f} %, {tm.get('samples_per_s', 0.0):.0f}/s")
     print(f"Final checkpoint: {result.final_checkpoint}", flush=True)
 
 

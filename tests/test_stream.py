@@ -55,6 +55,32 @@ def test_local_stream_is_reproducible_and_typed():
     assert a.metrics()["batches_delivered"] == 2
 
 
+def test_synthetic_producer_labels_and_crystallite_pairs():
+    import sys
+    from pathlib import Path
+
+    from cluster.producer import SyntheticProducerFactory
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy_statistics import toy_statistics
+
+    stats = toy_statistics()
+    f = SyntheticProducerFactory(stats, {"seed": 0}, None, batch_size=8, dtype="float32", patterns_per_crystal=2)
+    stream = LocalStream(f, seed=1)
+    b = stream.get()
+    assert b.patterns.shape == (8, 8501) and b.patterns.dtype == np.float32
+    assert np.array_equal(np.array(stats.space_groups)[b.labels], b.space_groups)
+    assert np.array_equal(b.space_groups[0::2], b.space_groups[1::2])          # one crystal, two patterns
+    assert np.array_equal(b.log_volume[0::2], b.log_volume[1::2])
+    assert not np.array_equal(b.patterns[0], b.patterns[1])                     # two crystallite sizes
+    assert np.all(b.log_volume > 0) and np.allclose(b.patterns.max(axis=1), 1.0)
+    m = stream.metrics()
+    assert m["crystals"] == 4 and m["batches_delivered"] == 1
+    assert np.array_equal(LocalStream(f, seed=1).get().patterns, b.patterns)    # same seed, same batch
+    with pytest.raises(ValueError, match="multiple"):
+        SyntheticProducerFactory(stats, None, None, batch_size=7, patterns_per_crystal=2)(seed_for(0))
+
+
 def test_array_source_covers_every_pattern_each_epoch():
     n = 10
     src = ArraySource(np.arange(n)[:, None].astype(np.float32), np.arange(n), np.arange(n) + 1, np.zeros(n),

@@ -120,7 +120,7 @@ class ArraySource:
         return batch
 
     def metrics(self) -> dict[str, float]:
-        return {"queue_length": 0.0, "epochs": float(self.epochs), "structures": float(len(self.labels)),
+        return {"queue_length": 0.0, "epochs": float(self.epochs), "patterns_in_set": float(len(self.labels)),
                 **self._clock.metrics()}
 
     def close(self) -> None:

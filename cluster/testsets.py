@@ -181,7 +181,8 @@ def _labelled(name: str, kind: str, patterns: np.ndarray, ok: np.ndarray, space_
     if keep is not None:
         mask &= keep
     sg = np.asarray(space_groups, np.int64)[mask]
-    return TestSet(name, kind, patterns[mask], np.array([class_index[int(s)] for s in sg], np.int64),
+    # sets over the same crystals share one array (pickled and shipped to evaluators once)
+    return TestSet(name, kind, patterns if mask.all() else patterns[mask], np.array([class_index[int(s)] for s in sg], np.int64),
                    sg.astype(np.int16), np.log(np.asarray(volumes, float)[mask]).astype(np.float32),
                    [i for i, m in zip(ids, mask) if m])
 

@@ -76,6 +76,7 @@ class LocalStream:
         self._clock = _WaitClock()
 
     def get(self, timeout: float | None = None) -> Batch:
+        """The next batch, built now in this process (``timeout`` is not needed: nothing is waited for)."""
         t0 = time.perf_counter()
         batch = self.producer.next_batch()
         self._clock.add(time.perf_counter() - t0)

@@ -144,3 +144,25 @@ def test_paper_schedules():
     assert lr_factor(4, OptimizerConfig(warmup_steps=10), 150) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         lr_factor(0, OptimizerConfig(schedule="cosine"), 1)
+
+
+def test_gpu_options_fall_back_on_the_cpu(tmp_path):
+    from trainer.loop import resolve_device, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) is None and resolve_precision("bf16", cpu) is None
+    assert resolve_precision("fp32", cpu) is None
+    with pytest.raises(ValueError):
+        resolve_precision("fp8", cpu)
+    if not torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cpu" and resolve_device("auto").type == "cpu"
+    result = fit(spec(tmp_path, max_steps=2, precision="bf16", compile=True, device="auto", checkpoint_every=0),
+                 ToySource(length=LENGTH, seed=0))
+    assert result.step == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_autocast_step_on_cuda(tmp_path):
+    result = fit(spec(tmp_path, max_steps=4, precision="bf16", device="cuda", checkpoint_every=0),
+                 ToySource(length=LENGTH, seed=0))
+    assert result.step == 4 and np.isfinite(result.train_metrics["loss"])

@@ -166,3 +166,36 @@ def test_bf16_autocast_step_on_cuda(tmp_path):
     result = fit(spec(tmp_path, max_steps=4, precision="bf16", device="cuda", checkpoint_every=0),
                  ToySource(length=LENGTH, seed=0))
     assert result.step == 4 and np.isfinite(result.train_metrics["loss"])
+
+
+def test_resume_restores_the_real_structure_source(tmp_path):
+    """The baseline's shuffled epochs over fixed patterns continue where they stopped."""
+    from cluster.stream import ArraySource
+
+    def source(seed):
+        toy = ToySource(length=LENGTH, batch_size=40, seed=5).get(1.0)
+        return ArraySource(toy.patterns, toy.labels, toy.space_groups, toy.log_volume, batch_size=16, seed=seed)
+
+    full = fit(spec(tmp_path / "full"), source(0))
+    fit(spec(tmp_path / "part", max_steps=3), source(0))
+    resumed = fit(spec(tmp_path / "part", resume=str(tmp_path / "part")), source(99))
+    a = load_training_state(full.final_checkpoint)
+    b = load_training_state(resumed.final_checkpoint)
+    for k in a.weights:
+        torch.testing.assert_close(a.weights[k], b.weights[k], rtol=0, atol=0)
+    sa, sb = a.extra["sources"]["0"], b.extra["sources"]["0"]
+    assert sa["rng"] == sb["rng"] and torch.equal(sa["order"], sb["order"]) and sa["epochs"] == sb["epochs"]
+
+
+def test_wandb_offline_logger(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    s = spec(tmp_path, max_steps=2, checkpoint_every=0)
+    s.logger = type(s.logger)(name="wandb", mode="offline", project="crystalstream-test")
+    result = fit(s, ToySource(length=LENGTH, seed=0))
+    assert result.step == 2
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert (tmp_path / "train.csv").exists()  # local metrics are written as well
+    assert load_training_state(result.final_checkpoint).extra["wandb_id"]

@@ -57,6 +57,23 @@ def _train_worker(config: dict) -> None:
     ray.train.report({"step": result.step})
 
 
+def check_resources(tcfg) -> None:
+    """Fail with a clear message (instead of waiting forever) when Ray cannot place the workers."""
+    import ray
+
+    need = {"CPU": tcfg.num_workers * tcfg.worker_cpus}
+    if tcfg.use_gpu:
+        need["GPU"] = float(tcfg.num_workers)
+    total = ray.cluster_resources()
+    free = ray.available_resources()
+    for kind, amount in need.items():
+        if free.get(kind, 0.0) + 1e-9 < amount:
+            raise RuntimeError(
+                f"{tcfg.num_workers} training workers need {amount:g} {kind} but Ray has {free.get(kind, 0.0):g} free "
+                f"of {total.get(kind, 0.0):g} (generation and evaluator actors take the rest). Lower "
+                f"cluster.num_actors / trainer.worker_cpus, or give Ray more (cluster.num_cpus, more nodes).")
+
+
 def fit_distributed(
     spec: RunSpec,
     source_for_rank: Callable[[int], Any],

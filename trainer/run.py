@@ -74,6 +74,14 @@ class SharedSource:
         return self.consumer
 
 
+def _extra_trainer_cpus(tcfg: TrainerConfig, cluster_cfg) -> float:
+    """CPUs the data-parallel workers take beyond ``cluster.trainer_cpus`` (left to them when the
+    number of generation actors is derived)."""
+    if tcfg.num_workers <= 1:
+        return 0.0
+    return max(0.0, tcfg.num_workers * tcfg.worker_cpus - cluster_cfg.trainer_cpus)
+
+
 def _output_dir(cfg: DictConfig) -> Path:
     if cfg.trainer.get("output_dir"):
         return Path(cfg.trainer.output_dir)
@@ -172,7 +180,7 @@ def run(cfg: DictConfig) -> FitResult:
         cluster=to_dict(cluster_cfg), statistics=statistics, generator=to_dict(generator_cfg),
         simulation=simulation_cfg, prepared=prepared if cluster_cfg.source == "real" else None,
         cache_dir=str(pattern_cache_dir(eval_cfg)) if pattern_cache_dir(eval_cfg) else None,
-        reserved_cpus=reserved_cpus(eval_cfg), start_step=start_step,
+        reserved_cpus=reserved_cpus(eval_cfg) + _extra_trainer_cpus(tcfg, cluster_cfg), start_step=start_step,
     )
     import ray
 
@@ -186,15 +194,17 @@ def run(cfg: DictConfig) -> FitResult:
                      else None, include_dashboard=False)
             started_ray = True
         if tcfg.num_workers > 1:
-            from trainer.distributed import fit_distributed
+            from trainer.distributed import fit_distributed, check_resources
 
             evaluator_factory = (functools.partial(make_evaluator, eval_cfg, model_factory, test_sets,
                                                    spec.space_groups) if test_sets else None)
             if cluster_cfg.source == "ray":
                 source = builder(0)
+                check_resources(tcfg)
                 result = fit_distributed(spec, SharedSource(source.consumer()), evaluator_factory,
                                          close_sources=False)
             else:
+                check_resources(tcfg)
                 result = fit_distributed(spec, builder, evaluator_factory)
         else:
             source = builder(0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from generator.config import as_config
+
 
 @dataclass
 class RealSourceConfig:
@@ -129,14 +131,4 @@ class EvaluationConfig:
 
 def to_dataclass(cls: type, cfg: Any):
     """A typed ``cls`` instance from a dataclass, an OmegaConf node or a dict (unknown keys are errors)."""
-    if isinstance(cfg, cls):
-        return cfg
-    from omegaconf import OmegaConf
-
-    schema = OmegaConf.structured(cls)
-    if cfg is None:
-        merged = schema
-    else:
-        node = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
-        merged = OmegaConf.merge(schema, node)
-    return OmegaConf.to_object(merged)
+    return as_config(cls, cfg)

@@ -6,7 +6,7 @@ DictConfig, a plain dict or keyword arguments and go through :func:`as_config`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,26 +76,27 @@ def default_cache_dir(explicit: str | os.PathLike | None = None) -> Path:
 def as_config(cls, cfg: Any = None, **overrides):
     """A ``cls`` dataclass from a dataclass, DictConfig, mapping or None, plus keyword overrides.
 
-    Unknown keys raise a ValueError naming them, so a typo in a config never passes silently.
+    The one converter from config nodes to typed configs in the project. Values are checked
+    against the dataclass schema by OmegaConf (nested dataclasses included, interpolations
+    resolved against the node's own root); unknown keys and wrong types raise a ValueError
+    naming them, so a typo in a config never passes silently.
     """
     if isinstance(cfg, cls) and not overrides:
         return cfg
-    values: dict[str, Any] = {}
-    if cfg is not None:
-        if hasattr(cfg, "__dataclass_fields__"):
-            values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-        else:
-            try:
-                from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-                if isinstance(cfg, DictConfig):
-                    cfg = OmegaConf.to_container(cfg, resolve=True)
-            except ImportError:  # pragma: no cover - omegaconf is a dependency
-                pass
-            values = dict(cfg)
-    values.update(overrides)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
-    return cls(**values)
+    layers = [OmegaConf.structured(cls)]
+    if cfg is not None:
+        if is_dataclass(cfg):
+            layers.append(OmegaConf.structured(cfg))
+        else:
+            plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+            layers.append(OmegaConf.create(plain))
+    if overrides:
+        layers.append(OmegaConf.create(overrides))
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(*layers))
+    except OmegaConfBaseException as err:
+        known = sorted(f.name for f in fields(cls))
+        raise ValueError(f"{cls.__name__}: unknown option or bad value ({err.msg}); known options: {known}") from err

@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from generator.config import (CONF_DIR, DatabaseConfig, SplitConfig, StatisticsConfig, as_config,

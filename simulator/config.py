@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from generator.config import as_config
 
 KALPHA1 = 1.540562  # A, Cu K-alpha1
 KALPHA2 = 1.544390  # A, Cu K-alpha2
@@ -127,13 +129,7 @@ class SimulationConfig:
     @classmethod
     def from_any(cls, config=None) -> "SimulationConfig":
         """A validated config from None (defaults), a dataclass, a plain dict or a DictConfig."""
-        if isinstance(config, cls):
-            cfg = config
-        else:
-            base = OmegaConf.structured(cls)
-            if config is not None:
-                base = OmegaConf.merge(base, config if isinstance(config, DictConfig) else OmegaConf.create(config))
-            cfg = OmegaConf.to_object(base)
+        cfg = as_config(cls, config)
         cfg.validate()
         return cfg
 

@@ -10,19 +10,14 @@ from typing import Any, Optional, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from generator.config import as_config
+
 T = TypeVar("T")
 
 
 def typed(schema: type[T], cfg: Any) -> T:
     """``cfg`` (DictConfig, dict, dataclass instance or None) checked against ``schema``."""
-    if isinstance(cfg, schema):
-        return cfg
-    base = OmegaConf.structured(schema)
-    if cfg is None:
-        return OmegaConf.to_object(base)
-    if isinstance(cfg, DictConfig):  # resolve interpolations against the node's own root first
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    return OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.create(cfg)))
+    return as_config(schema, cfg)
 
 
 def to_dict(cfg: Any) -> dict:

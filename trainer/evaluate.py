@@ -33,7 +33,7 @@ import numpy as np
 
 from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
 from trainer.ensemble import coverage_accuracy, refused
-from trainer.patterns import MeasuredPattern, PatternError, read_pattern
+from trainer.patterns import PatternError, read_pattern
 from trainer.predict import InferenceConfig, PatternPrediction, Predictor, split_config_argument, load_config
 
 log = logging.getLogger(__name__)

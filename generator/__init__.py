@@ -1,21 +1,37 @@
-"""Crystal databases, structure-type splits, generation statistics and synthetic crystals."""
-from generator.crystal import SyntheticCrystal
-from generator.statistics import Statistics
-from generator.symmetry import SymmetryTolerance
+"""Crystal databases, structure-type splits, generation statistics and synthetic crystals.
 
-__all__ = ["SyntheticCrystal", "Statistics", "SymmetryTolerance"]
+Names are imported lazily so that ``python -m generator.statistics`` (and the other module
+entry points) run their module once, without it being imported first through the package.
+"""
+from importlib import import_module
 
-from generator.sampler import CrystalSampler, GenerationError, GeneratorConfig
+_EXPORTS = {
+    "SyntheticCrystal": "generator.crystal",
+    "Statistics": "generator.statistics",
+    "extract_statistics": "generator.statistics",
+    "SymmetryTolerance": "generator.symmetry",
+    "CrystalSampler": "generator.sampler",
+    "GenerationError": "generator.sampler",
+    "GeneratorConfig": "generator.sampler",
+    "CrystalRecord": "generator.database",
+    "Database": "generator.database",
+    "load_database": "generator.database",
+    "Split": "generator.split",
+    "random_split": "generator.split",
+    "structure_type_split": "generator.split",
+    "CrystalRandomiser": "generator.randomise",
+    "randomise_coordinates": "generator.randomise",
+    "randomise_lattice": "generator.randomise",
+}
 
-__all__ += ["CrystalSampler", "GenerationError", "GeneratorConfig"]
+__all__ = list(_EXPORTS)
 
-from generator.database import CrystalRecord, Database, load_database
-from generator.split import Split, random_split, structure_type_split
-from generator.statistics import extract_statistics
 
-__all__ += ["CrystalRecord", "Database", "load_database", "Split", "random_split", "structure_type_split",
-            "extract_statistics"]
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'generator' has no attribute {name!r}")
 
-from generator.randomise import CrystalRandomiser, randomise_coordinates, randomise_lattice
 
-__all__ += ["CrystalRandomiser", "randomise_coordinates", "randomise_lattice"]
+def __dir__():
+    return sorted(__all__)

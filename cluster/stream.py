@@ -495,7 +495,8 @@ def resolve_num_actors(cfg: ClusterConfig, reserved_cpus: float = 0.0) -> int:
 
 
 def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, simulation_cfg=None, prepared=None,
-                reserved_cpus: float = 0.0, factory: ProducerFactory | None = None, cache_dir: str | None = None):
+                reserved_cpus: float = 0.0, factory: ProducerFactory | None = None, cache_dir: str | None = None,
+                shuffle_seed: int | None = None):
     """The batch source that ``cfg.source`` names.
 
     Args:
@@ -508,6 +509,8 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
         factory: a producer factory replacing the synthetic one ("ray"/"local").
         cache_dir: where simulated real patterns are cached ("real"; None: ``train_patterns`` in the
             project cache, $CRYSTALSTREAM_CACHE or ~/.cache/crystalstream).
+        shuffle_seed: seed of the order of the "real" patterns (None: ``cfg.seed``, which also seeds
+            their simulation and the choice of ``real.max_structures``).
     """
     cfg = to_dataclass(ClusterConfig, cfg)
     if cfg.source in ("ray", "local"):
@@ -527,5 +530,5 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
 
             cache_dir = default_cache_dir() / "train_patterns"
         arrays = real_training_arrays(prepared, statistics, simulation_cfg, cfg, cache_dir=cache_dir)
-        return ArraySource(*arrays, batch_size=cfg.batch_size, seed=cfg.seed)
+        return ArraySource(*arrays, batch_size=cfg.batch_size, seed=cfg.seed if shuffle_seed is None else shuffle_seed)
     raise ValueError(f"unknown cluster.source {cfg.source!r} (ray, local or real)")

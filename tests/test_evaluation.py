@@ -250,3 +250,22 @@ def test_randomised_sets_keep_labels_and_change_patterns(prepared, tmp_path):
         b = base.patterns[[base.ids.index(i) for i in common]]
         assert np.array_equal(t.labels[[t.ids.index(i) for i in common]], base.labels[[base.ids.index(i) for i in common]])
         assert not np.allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-2)
+
+
+def test_real_source_patterns_are_the_same_on_every_worker_and_after_a_resume(prepared, tmp_path):
+    """Only the shuffling of the baseline's fixed training set depends on the rank and the start step."""
+    from trainer.run import SourceBuilder
+
+    stats, prep = prepared
+
+    def source(rank, start_step):
+        return SourceBuilder(cluster={"source": "real", "batch_size": 4, "seed": 3,
+                                      "real": {"variants": 1, "max_structures": 6}},
+                             statistics=stats, generator={}, simulation=None, prepared=prep,
+                             cache_dir=str(tmp_path), start_step=start_step)(rank)
+
+    first, resumed, other_rank = source(0, 0), source(0, 5), source(1, 0)
+    for s in (resumed, other_rank):
+        assert np.array_equal(s.patterns, first.patterns) and np.array_equal(s.labels, first.labels)
+    assert len(list(tmp_path.iterdir())) == 1          # simulated and cached once
+    assert not np.array_equal(first.get(1.0).patterns, other_rank.get(1.0).patterns)

@@ -59,7 +59,13 @@ class SourceBuilder:
         from cluster.stream import make_source
 
         cfg = dict(self.cluster)
-        cfg["seed"] = derived_seed(cfg.get("seed", 0), rank, self.start_step)
+        seed = derived_seed(cfg.get("seed", 0), rank, self.start_step)
+        if cfg.get("source") == "real":
+            # one fixed training set, simulated (and cached) from the root seed on every worker and
+            # after a resume; only the order its patterns are drawn in depends on rank and start step
+            return make_source(cfg, self.statistics, simulation_cfg=self.simulation, prepared=self.prepared,
+                               cache_dir=self.cache_dir, shuffle_seed=seed)
+        cfg["seed"] = seed
         return make_source(cfg, self.statistics, generator_cfg=self.generator, simulation_cfg=self.simulation,
                            prepared=self.prepared, reserved_cpus=self.reserved_cpus, cache_dir=self.cache_dir)
 

@@ -94,15 +94,16 @@ class VecseiBackground:
 
 @dataclass
 class Noise:
-    """Multiplicative Gaussian noise (mean 1), then additive Gaussian and uniform noise; each level drawn per pattern."""
+    """Additive Gaussian noise, then multiplicative Gaussian noise (mean 1) on the result (the order of the
+    main paper's SI S4.2, steps 6 and 7), then additive uniform noise; each level drawn per pattern."""
 
     config: NoiseConfig
 
     def __call__(self, pattern: np.ndarray, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config
         n = pattern.shape[0]
-        out = pattern * (1.0 + _uniform(rng, c.multiplicative_sd) * rng.standard_normal(n))
-        out = out + _uniform(rng, c.additive_sd) * rng.standard_normal(n)
+        out = pattern + _uniform(rng, c.additive_sd) * rng.standard_normal(n)
+        out = out * (1.0 + _uniform(rng, c.multiplicative_sd) * rng.standard_normal(n))
         amp = _uniform(rng, c.uniform_amplitude)
         if amp > 0:
             out = out + amp * rng.random(n)

@@ -55,6 +55,14 @@ def test_noise_levels_within_ranges():
     assert not mult(np.zeros_like(GRID), GRID, np.random.default_rng(0)).any()
 
 
+def test_multiplicative_noise_scales_the_additive_noise():
+    # SI S4.2: additive noise is added first (step 6), then the sum is multiplied (step 7), so on a zero
+    # pattern with both levels at 1 the output is e1 (1 + e2), of variance 2 (1 if the order were swapped)
+    both = Noise(NoiseConfig(enabled=True, additive_sd=[1.0, 1.0], multiplicative_sd=[1.0, 1.0]))
+    out = both(np.zeros(GRID.shape), GRID, np.random.default_rng(0))
+    assert 1.8 < np.var(out) < 2.2
+
+
 def test_impurity_weight_within_range():
     pure = np.zeros(GRID.shape)
     pure[100] = 2.0

@@ -72,6 +72,8 @@ def score(model, weights: dict[str, np.ndarray] | None, test_sets: Sequence[Test
                                 "accuracy_by_crystal_system": s.pop("accuracy_by_crystal_system")}
             for key, value in s.items():
                 metrics[f"{ts.name}/{key}"] = float(value)
+            if ts.kind == "real":
+                metrics[f"{ts.name}/n_unclassified"] = float(getattr(ts, "n_unclassified", 0))
     synthetic = [t.name for t in test_sets if t.kind == "synthetic"]
     if synthetic:
         syn = metrics[f"{synthetic[0]}/top1"]

@@ -9,9 +9,12 @@ Real sets come from the prepared database and split (``generator.pipeline.Prepar
 - ``randomised_coordinates`` / ``randomised_lattice`` / ``randomised_both``: held-out crystals with
   re-randomised coordinates and/or lattice (``generator.randomise``).
 
-``synthetic`` is a fixed set of fresh synthetic crystals. Crystals whose label is not a classified
-space group are left out. Simulated patterns are cached as NPZ files keyed by the split hash, the
-simulation-config hash, the crystal ids and the seed, so a rerun simulates nothing.
+``synthetic`` is a fixed set of fresh synthetic crystals. As in the paper, real sets score only the
+classified space groups: a crystal whose label (of that set's kind) is not among
+``Statistics.space_groups`` is left out and counted in ``TestSet.n_unclassified`` (reported as
+"<set>/n_unclassified"); its accuracies are over the remaining ``n``. Simulated patterns are
+cached as NPZ files keyed by the split hash, the simulation-config hash, the crystal ids and the
+seed, so a rerun simulates nothing.
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ class TestSet:
         space_groups: (n,) int16 International numbers of the labels.
         log_volume: (n,) float32 log conventional cell volume (A^3).
         ids: database ids of the crystals (empty for synthetic sets).
+        n_unclassified: crystals left out because their label is not a classified space group.
     """
 
     __test__ = False  # not a pytest class
@@ -63,6 +67,7 @@ class TestSet:
     space_groups: np.ndarray
     log_volume: np.ndarray
     ids: list[str] = dataclasses.field(default_factory=list)
+    n_unclassified: int = 0
 
     def __len__(self) -> int:
         return int(len(self.labels))
@@ -177,14 +182,15 @@ def _subset(ids: Sequence[str], cap: int | None, seed: int, branch: int) -> list
 
 def _labelled(name: str, kind: str, patterns: np.ndarray, ok: np.ndarray, space_groups: np.ndarray,
               volumes: np.ndarray, ids: list[str], class_index: dict[int, int], keep: np.ndarray | None = None) -> TestSet:
-    mask = ok & np.array([int(s) in class_index for s in space_groups], bool)
+    classified = np.array([int(s) in class_index for s in space_groups], bool)
     if keep is not None:
-        mask &= keep
+        ok = ok & keep
+    mask = ok & classified
     sg = np.asarray(space_groups, np.int64)[mask]
     # sets over the same crystals share one array (pickled and shipped to evaluators once)
     return TestSet(name, kind, patterns if mask.all() else patterns[mask], np.array([class_index[int(s)] for s in sg], np.int64),
                    sg.astype(np.int16), np.log(np.asarray(volumes, float)[mask]).astype(np.float32),
-                   [i for i, m in zip(ids, mask) if m])
+                   [i for i, m in zip(ids, mask) if m], n_unclassified=int((ok & ~classified).sum()))
 
 
 def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, simulation_cfg=None,

@@ -193,6 +193,15 @@ def test_build_test_sets_labels_subsets_and_cache(prepared, tmp_path, monkeypatc
     assert len(sets["test_spglib"]) == 6
     assert len(sets["test_database"]) == 5 and "c0" not in sets["test_database"].ids   # label 1 is not a class
     assert len(sets["test_ordered"]) == 5 and "c1" not in sets["test_ordered"].ids
+    # crystals outside the classes are not scored but counted
+    assert sets["test_database"].n_unclassified == 1
+    assert sets["test_spglib"].n_unclassified == sets["test_ordered"].n_unclassified == 0
+    import dataclasses
+
+    small = dataclasses.replace(sets["test_database"], patterns=np.zeros((5, 4), np.float16),
+                                labels=sets["test_database"].labels % 4)
+    m = score(FACTORY(), None, [small], SPACE_GROUPS)["metrics"]
+    assert m["test_database/n"] == 5 and m["test_database/n_unclassified"] == 1
     assert len(sets["statistics_real"]) == 8 and len(sets["synthetic"]) == 5
     t = sets["test_spglib"]
     assert t.patterns.dtype == np.float16 and t.patterns.shape[1] == 8501

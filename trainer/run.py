@@ -108,7 +108,9 @@ def print_report(result: FitResult, console=None) -> None:
     ev = result.eval_metrics or {}
     sets = sorted({k.split("/")[0] for k in ev if "/" in k and k.split("/")[0] != "gap"})
     if sets:
-        table = Table(title=f"Evaluation at step {result.eval_step}")
+        table = Table(title=f"Evaluation at step {result.eval_step}",
+                      caption="n: crystals scored; crystal system: predicted space group in the true crystal "
+                              "system; gap: synthetic top-1 minus this set's top-1")
         table.add_column("test set")
         for col in ("n", "top-1", "top-5", "crystal system", "gap"):
             table.add_column(col, justify="right")
@@ -122,12 +124,17 @@ def print_report(result: FitResult, console=None) -> None:
             table.add_row(s, fmt(f"{s}/n", pct=False), fmt(f"{s}/top1"), fmt(f"{s}/top5"),
                           fmt(f"{s}/crystal_system_accuracy"), fmt(f"gap/{s}"))
         console.print(table)
+        left_out = {s: int(ev[f"{s}/n_unclassified"]) for s in sets if ev.get(f"{s}/n_unclassified")}
+        if left_out:
+            console.print("not scored (space group not among the trained classes): "
+                          + ", ".join(f"{s} {n}" for s, n in left_out.items()))
     elif result.eval_step is None:
         console.print("no evaluation results (evaluation disabled or none finished in time)")
     tm = result.train_metrics or {}
     if tm:
         console.print(f"step {result.step}, {result.samples_seen} patterns: train loss {tm.get('loss', float('nan')):.3f}, "
                       f"batch accuracy {100 * tm.get('accuracy', 0.0):.1f} %, {tm.get('samples_per_s', 0.0):.0f}/s")
+    console.print(f"metrics, curves and evaluation details in {result.output_dir}")
     print(f"Final checkpoint: {result.final_checkpoint}", flush=True)
 
 
@@ -179,8 +186,9 @@ def run(cfg: DictConfig) -> FitResult:
         t1 = time.perf_counter()
         test_sets = build_test_sets(eval_cfg, statistics, prepared, simulation_cfg=simulation_cfg,
                                     generator_cfg=generator_cfg)
-        log.info("test sets: %s (%.1f s)", ", ".join(f"{t.name} ({len(t)})" for t in test_sets),
-                 time.perf_counter() - t1)
+        log.info("test sets: %s (%.1f s)", ", ".join(
+            f"{t.name} ({len(t)}" + (f", {t.n_unclassified} outside the classes left out)" if getattr(
+                t, "n_unclassified", 0) else ")") for t in test_sets), time.perf_counter() - t1)
 
     builder = SourceBuilder(
         cluster=to_dict(cluster_cfg), statistics=statistics, generator=to_dict(generator_cfg),

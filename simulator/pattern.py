@@ -115,18 +115,21 @@ class PatternSimulator:
         return self.preprocess(self.imperfect(pure, rng, imp))
 
     def patterns(self, crystals, rng: np.random.Generator, impurities=None) -> np.ndarray:
-        """(B, N) float32 batch. With the impurity phase enabled and no ``impurities`` given, crystal
-        i + 1 of the batch (cyclically) is crystal i's impurity, so no extra crystals are needed."""
+        """(B, N) float32 batch. With the impurity phase enabled and no ``impurities`` given, crystal i's
+        impurity is the next crystal of the batch (cyclically) that is another object than crystal i, so no
+        extra crystals are needed and a crystal repeated in the batch (several crystallite sizes) is never
+        its own impurity; a batch of one crystal gets no impurity phase."""
         crystals = list(crystals)
         out = np.empty((len(crystals), self.grid.shape[0]), np.float32)
         pures = [self.pure(c, rng) for c in crystals]
+        partners = _next_other(crystals) if self._impurity is not None and impurities is None else None
         for i, pure in enumerate(pures):
             imp = None
             if self._impurity is not None:
                 if impurities is not None:
                     imp = self.pure(impurities[i], rng)
-                elif len(pures) > 1:
-                    imp = pures[(i + 1) % len(pures)]
+                elif partners[i] is not None:
+                    imp = pures[partners[i]]
             out[i] = self.preprocess(self.imperfect(pure, rng, imp))
         return out
 
@@ -137,3 +140,18 @@ class PatternSimulator:
         dt = time.perf_counter() - t0
         n = max(len(batch), 1)
         return {"seconds_per_sample": dt / n, "bytes_per_sample": batch.nbytes / n}
+
+
+def _next_other(items: list) -> list:
+    """For every position, the index of the next item (cyclically) that is not the same object, or None."""
+    n = len(items)
+    starts = [i for i in range(n) if i == 0 or items[i] is not items[i - 1]]  # runs of one object
+    partners: list = [None] * n
+    for r, start in enumerate(starts):
+        stop = starts[r + 1] if r + 1 < len(starts) else n
+        for step in range(1, len(starts)):
+            j = starts[(r + step) % len(starts)]
+            if items[j] is not items[start]:
+                partners[start:stop] = [j] * (stop - start)
+                break
+    return partners

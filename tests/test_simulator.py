@@ -124,6 +124,21 @@ def test_pattern_api_shapes_and_range():
         sim.preprocess(np.ones(100))
 
 
+def test_batch_impurity_is_another_crystal_even_when_crystals_repeat():
+    # Two simple-cubic one-atom crystals with different cells: their (100) lines are apart. A batch that
+    # repeats each crystal (two crystallite sizes each) must mix another crystal in as impurity phase.
+    small = SyntheticCrystal(np.eye(3) * 3.0, np.zeros((1, 3)), np.array([29]), 221)
+    large = SyntheticCrystal(np.eye(3) * 4.1, np.zeros((1, 3)), np.array([29]), 221)
+    sim = PatternSimulator({"impurity": {"enabled": True, "weight": [0.05, 0.05]}, "sqrt": False})
+    batch = sim.patterns([small, small, large, large], np.random.default_rng(0))
+    line = {a: int(np.abs(sim.grid - 2 * np.degrees(np.arcsin(1.5406 / (2 * a)))).argmin()) for a in (3.0, 4.1)}
+    for row, other in ((0, 4.1), (1, 4.1), (2, 3.0), (3, 3.0)):
+        assert batch[row, line[other]] > 0.002
+    # a batch of one crystal (evaluation variants) has no other crystal to mix in
+    alone = sim.patterns([small, small], np.random.default_rng(0))
+    assert alone[:, line[4.1]].max() < 1e-4
+
+
 def test_config_from_yaml_dict_and_errors(tmp_path):
     default = SimulationConfig.from_yaml(REPO / "conf" / "simulation" / "default.yaml")
     assert default.profile.crystallite_size_nm == [20.0, 100.0] and default.wavelength == 1.5406

@@ -323,6 +323,9 @@ class RayStream(QueueConsumer):
         self._dead_stats: list[dict] = []
         self._closed = False
         self._last_health = 0.0
+        self._health_lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+        self._stop_watchdog = threading.Event()
         self.slots = [self._spawn(i, 0) for i in range(self.num_actors)]
         log.info("stream: %d generation actors, queue of %d batches", self.num_actors, cfg.queue_size)
 
@@ -336,6 +339,10 @@ class RayStream(QueueConsumer):
 
     def check_actors(self) -> int:
         """Replace generation actors whose ``run`` ended (death or error); returns how many were replaced."""
+        with self._health_lock:
+            return self._check_actors()
+
+    def _check_actors(self) -> int:
         import ray
 
         if self._closed:
@@ -366,6 +373,25 @@ class RayStream(QueueConsumer):
             replaced += 1
         self._last_health = time.monotonic()
         return replaced
+
+    def start_watchdog(self, interval_s: float | None = None) -> None:
+        """Check (and replace) the generation actors every ``interval_s`` seconds (default 10 x
+        ``poll_s``) in a background thread: for runs whose batches are pulled by other processes
+        (``consumer()``), where no ``get`` here would notice a dead actor. Stopped by ``close``."""
+        if self._watchdog is not None:
+            return
+        interval = 10 * self.poll_s if interval_s is None else float(interval_s)
+
+        def watch():
+            while not self._stop_watchdog.wait(interval):
+                try:
+                    self.check_actors()
+                except Exception as exc:  # too many deaths: the consumers' timeouts report it
+                    log.error("generation actor watchdog stopped: %s", exc)
+                    return
+
+        self._watchdog = threading.Thread(target=watch, name="generation-watchdog", daemon=True)
+        self._watchdog.start()
 
     def _on_empty(self) -> None:
         self.check_actors()
@@ -439,6 +465,9 @@ class RayStream(QueueConsumer):
 
         if self._closed:
             return
+        self._stop_watchdog.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=30.0)
         self._closed = True
         self._stop_prefetch()
         if not ray.is_initialized():

@@ -136,6 +136,21 @@ def test_dead_actor_is_replaced_and_its_queued_batches_survive(ray_local):
         assert stream.metrics()["replacements"] == 1
 
 
+def test_watchdog_replaces_dead_actors_while_other_processes_consume(ray_local):
+    f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
+    with RayStream(f, _cfg()) as stream:
+        stream.start_watchdog(0.2)
+        pid = ray.get(stream.slots[0].actor.getpid.remote())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while stream.replacements == 0 and time.monotonic() < deadline:   # no get() on this side
+            time.sleep(0.1)
+        assert stream.replacements == 1 and stream.slots[0].incarnation == 1
+        consumer = stream.consumer()
+        assert len(consumer.get(20.0)) == 8
+        consumer.close()
+
+
 def test_crashing_producer_is_replaced(ray_local):
     f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3, fail_after=1)
     with RayStream(f, _cfg()) as stream:

@@ -214,6 +214,7 @@ def run(cfg: DictConfig) -> FitResult:
                                                    spec.space_groups) if test_sets else None)
             if cluster_cfg.source == "ray":
                 source = builder(0)
+                source.start_watchdog()  # the workers only pull: dead generation actors are replaced here
                 check_resources(tcfg)
                 result = fit_distributed(spec, SharedSource(source.consumer()), evaluator_factory,
                                          close_sources=False)

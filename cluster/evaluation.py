@@ -5,7 +5,7 @@ e.g. ``functools.partial(build_model, model_cfg, n_classes, input_length)``) onc
 weights every ``interval_steps``. :class:`Evaluator` scores them in Ray evaluator actors:
 ``submit`` never blocks (it queues at most ``max_pending`` weights while every evaluator is busy,
 dropping older ones), ``poll`` returns finished results. A dead evaluator is replaced and its job
-submitted again. :class:`LocalEvaluator` does the same synchronously in-process.
+submitted again; an evaluation that raises is logged and skipped. :class:`LocalEvaluator` does the same synchronously in-process.
 
 A result is a dict: "step", "seconds", "metrics" (flat "set/metric" -> float, including
 "gap/<real set>" = synthetic top-1 minus that set's top-1 and "gap" against ``gap_reference``),
@@ -167,7 +167,7 @@ class Evaluator:
         self._inflight: dict[Any, tuple[Any, Any, int]] = {}     # result ref -> (actor, weights ref, step)
         self._pending: deque = deque()                           # (weights ref, step) waiting for an idle actor
         self._results: list[dict] = []
-        self.submitted = self.dropped = self.replacements = 0
+        self.submitted = self.dropped = self.replacements = self.failures = 0
         self.max_replacements = max_replacements
 
     def _spawn(self):
@@ -228,6 +228,10 @@ class Evaluator:
                 self.actors[self.actors.index(actor)] = new
                 self._idle.append(new)
                 self._pending.appendleft((weights, step))
+            except Exception as exc:  # an error while scoring: log it, keep training and the evaluator
+                log.error("evaluation of step %d failed: %s", step, exc)
+                self.failures += 1
+                self._idle.append(actor)
         self._dispatch()
 
     def poll(self) -> list[dict]:

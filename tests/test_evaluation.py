@@ -130,6 +130,18 @@ def test_busy_evaluators_drop_old_pending_weights(ray_local):
         ev.close()
 
 
+def test_failing_evaluation_is_logged_and_training_goes_on(ray_local, caplog):
+    ev = Evaluator(FACTORY, SETS, SPACE_GROUPS, _cfg())
+    try:
+        ev.submit({"wrong.key": torch.eye(4)}, 1)       # raises inside the evaluator
+        assert ev.wait(timeout=60) == []
+        assert "evaluation of step 1 failed" in caplog.text
+        ev.submit(IDENTITY, 2)                           # the same evaluator scores the next weights
+        assert [r["step"] for r in ev.wait(timeout=60)] == [2]
+    finally:
+        ev.close()
+
+
 @pytest.mark.slow
 def test_dead_evaluator_is_replaced_and_the_job_resubmitted(ray_local):
     ev = Evaluator(FACTORY, SETS, SPACE_GROUPS, _cfg())

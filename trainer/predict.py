@@ -370,7 +370,8 @@ def build_parser(cfg: InferenceConfig) -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints),
                     help="checkpoint(s); several form an ensemble (default: config 'checkpoints')")
     ap.add_argument("--wavelength", type=float, default=cfg.wavelength,
-                    help="measurement wavelength in A for files that state none (default: the model's)")
+                    help="measurement wavelength in A; overrides one stated in a file "
+                         "(default: the file's, else the model's)")
     ap.add_argument("--top-k", type=int, default=cfg.top_k, help=f"candidates per file (default {cfg.top_k})")
     ap.add_argument("--threshold", type=float, default=cfg.refusal_threshold,
                     help=f"refusal threshold on the top probability (default {cfg.refusal_threshold})")

@@ -193,6 +193,26 @@ def _labelled(name: str, kind: str, patterns: np.ndarray, ok: np.ndarray, space_
                    [i for i, m in zip(ids, mask) if m], n_unclassified=int((ok & ~classified).sum()))
 
 
+def _real_patterns(kind: str, side_ids, stream: int, prepared, cfg, simulator, sim_hash: str):
+    """A seeded subset of one side of the split, its records and their patterns (simulated once, then cached).
+
+    Returns (ids, records, patterns (n, N) with NaN rows where simulation failed, ok (n,) bool).
+    """
+    ids = _subset(side_ids, cfg.max_test_crystals, cfg.seed, stream)
+    records = _records(prepared.database, ids)
+    path = _cache_path(pattern_cache_dir(cfg), kind, prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
+
+    def simulate():
+        rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, stream))
+        pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype)
+        pats[~ok] = np.nan
+        return pats
+
+    pats = cached_patterns(path, simulate)
+    ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+    return ids, records, pats, ok
+
+
 def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, simulation_cfg=None,
                     generator_cfg=None) -> list[TestSet]:
     """The sets named in ``cfg.test_sets`` (real ones need ``prepared``), simulated or read from the cache."""
@@ -212,18 +232,8 @@ def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, s
 
     held_out = {"test_database", "test_spglib", "test_ordered"} & set(cfg.test_sets)
     if held_out:
-        ids = _subset(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed, _HELD_OUT)
-        records = _records(prepared.database, ids)
-        path = _cache_path(pattern_cache_dir(cfg), "held_out", prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
-
-        def simulate():
-            rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, _HELD_OUT))
-            pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype)
-            pats[~ok] = np.nan
-            return pats
-
-        pats = cached_patterns(path, simulate)
-        ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+        ids, records, pats, ok = _real_patterns("held_out", prepared.split.test_ids, _HELD_OUT, prepared, cfg,
+                                                simulator, sim_hash)
         vol = np.array([r.volume for r in records], float)
         for name in cfg.test_sets:
             if name == "test_database":
@@ -235,18 +245,8 @@ def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, s
                 out.append(_labelled(name, "real", pats, ok, sgs, vol, ids, class_index, keep))
 
     if "statistics_real" in cfg.test_sets:
-        ids = _subset(prepared.split.statistics_ids, cfg.max_test_crystals, cfg.seed, _STATISTICS_SIDE)
-        records = _records(prepared.database, ids)
-        path = _cache_path(pattern_cache_dir(cfg), "statistics_real", prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
-
-        def simulate():
-            rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, _STATISTICS_SIDE))
-            pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype)
-            pats[~ok] = np.nan
-            return pats
-
-        pats = cached_patterns(path, simulate)
-        ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+        ids, records, pats, ok = _real_patterns("statistics_real", prepared.split.statistics_ids, _STATISTICS_SIDE,
+                                                prepared, cfg, simulator, sim_hash)
         out.append(_labelled("statistics_real", "real", pats, ok, np.array([r.space_group for r in records]),
                              np.array([r.volume for r in records], float), ids, class_index))
 

@@ -182,9 +182,16 @@ def load_source_state(source: Any, state: Optional[dict]) -> bool:
 
 # ------------------------------------------------------------------------------------- the loop
 class _Progress:
-    def __init__(self, enabled: bool, total: int, start: int):
+    """A rich bar on a terminal; elsewhere (a log file, CI, nohup) a log line at most every ``every_s`` seconds."""
+
+    def __init__(self, enabled: bool, total: int, start: int, every_s: float = 30.0):
+        from rich.console import Console
+
         self.bar = None
-        if enabled:
+        self.total, self.every_s = total, every_s
+        self.enabled = enabled
+        self.last_line = time.perf_counter()
+        if enabled and Console().is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
@@ -195,6 +202,9 @@ class _Progress:
     def update(self, step: int, text: str = "") -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=step, **({"description": text} if text else {}))
+        elif self.enabled and text and time.perf_counter() - self.last_line >= self.every_s:
+            self.last_line = time.perf_counter()
+            log.info("train %d/%d: %s", step, self.total, text)
 
     def stop(self) -> None:
         if self.bar is not None:

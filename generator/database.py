@@ -83,7 +83,7 @@ class CrystalRecord:
 
     @property
     def density_factor(self) -> float:
-        """V_cell / V_atomic (REFERENCE 1.1); NaN when an element has no radius."""
+        """V_cell / V_atomic (Schopmans et al. 2023, SI S1); NaN when an element has no radius."""
         return self.volume / self.atomic_volume if self.atomic_volume > 0 else float("nan")
 
     @property

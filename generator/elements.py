@@ -1,4 +1,4 @@
-"""Atomic radii and the atomic volume that the density factor is defined against (REFERENCE 1.1)."""
+"""Atomic radii and the atomic volume that the density factor is defined against (Schopmans et al. 2023, SI S1)."""
 from __future__ import annotations
 
 from functools import lru_cache

@@ -1,4 +1,4 @@
-"""Synthetic crystals drawn from the generation statistics (REFERENCE 1.2, SI S1 of the main paper).
+"""Synthetic crystals drawn from the generation statistics (Schopmans et al. 2023, SI S1).
 
 One crystal: space group from the prior; number of unique elements; the elements; for every
 element its repetition count and one Wyckoff position per repetition (a position without

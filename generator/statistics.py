@@ -1,4 +1,4 @@
-"""Statistics that guide synthetic-crystal generation (REFERENCE 1.1).
+"""Statistics that guide synthetic-crystal generation (Schopmans et al. 2023, SI S1).
 
 The container below is the contract between extraction (from the statistics side of a
 structure-type split) and the sampler. Everything in it is plain numbers, so it saves as
@@ -304,7 +304,7 @@ def _density_kde(records: list) -> DensityKDE:
 
 
 def extract_statistics(database, split, min_crystals_per_class: int = 50) -> "Statistics":
-    """Statistics of the statistics side of ``split`` (REFERENCE 1.1).
+    """Statistics of the statistics side of ``split`` (Schopmans et al. 2023, SI S1).
 
     Per-space-group distributions are kept for the classified groups only (those with at least
     ``min_crystals_per_class`` statistics crystals); element probabilities, lattice KDEs, the

@@ -52,7 +52,7 @@ def crystal_system(space_group: int) -> str:
 
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
 
-# Free unit-volume lattice parameters per crystal system (REFERENCE 1.1). Lengths are divided by
+# Free unit-volume lattice parameters per crystal system (Schopmans et al. 2023, SI S1). Lengths are divided by
 # V^(1/3); angles in degrees. Trigonal space groups use the hexagonal setting (a, c).
 LATTICE_PARAMETERS = {
     "triclinic": ("a", "b", "c", "alpha", "beta", "gamma"),

@@ -131,11 +131,20 @@ def plot_curves(metrics_jsonl: str | os.PathLike, out_png: str | os.PathLike) ->
     if train:
         ax_loss.plot([r["step"] for r in train], [r.get("loss") for r in train], label="train loss")
         ax_acc.plot([r["step"] for r in train], [r.get("accuracy") for r in train], label="train (batch)", alpha=0.6)
-    keys = sorted({k for r in evals for k in r if k.endswith("top1") or k.endswith("accuracy")})
-    for k in keys:
-        pts = [(r["step"], r[k]) for r in evals if isinstance(r.get(k), (int, float))]
-        if pts:
-            ax_acc.plot(*zip(*pts), marker="o", label=k)
+    # one colour per test set, one line style per metric, so a dozen curves stay readable
+    styles = {"top1": "-", "crystal_system_accuracy": "--", "balanced_accuracy": ":"}
+    sets = sorted({k.split("/", 1)[0] for r in evals for k in r if "/" in k and k.split("/", 1)[1] in styles})
+    colours = plt.get_cmap("tab10")
+    for i, name in enumerate(sets):
+        for metric, style in styles.items():
+            key = f"{name}/{metric}"
+            pts = [(r["step"], r[key]) for r in evals if isinstance(r.get(key), (int, float))]
+            if pts:
+                ax_acc.plot(*zip(*pts), style, marker="o", color=colours(i % 10),
+                            label=name if metric == "top1" else None)
+    if sets:
+        for metric, style in styles.items():  # a key to the line styles
+            ax_acc.plot([], [], style, color="grey", label=metric.replace("_", " "))
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
     ax_acc.set_xlabel("step")

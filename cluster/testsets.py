@@ -19,8 +19,6 @@ seed, so a rerun simulates nothing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ import numpy as np
 
 from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
 from cluster.producer import EVALUATION, REAL_SOURCE, seed_for
+from generator.hashing import json_digest
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,6 @@ class TestSet:
 # hashing and caching
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def config_hash(cfg: Any) -> str:
@@ -93,7 +90,7 @@ def config_hash(cfg: Any) -> str:
                 cfg = OmegaConf.to_container(cfg, resolve=True)
         except ImportError:
             pass
-    return _digest(cfg)
+    return json_digest(cfg)
 
 
 def simulation_hash(simulation_cfg: Any) -> str:
@@ -105,7 +102,7 @@ def simulation_hash(simulation_cfg: Any) -> str:
 
 def statistics_hash(statistics) -> str:
     """Hash of what identifies generation statistics (provenance, classes, prior)."""
-    return _digest({"provenance": statistics.provenance, "space_groups": list(map(int, statistics.space_groups)),
+    return json_digest({"provenance": statistics.provenance, "space_groups": list(map(int, statistics.space_groups)),
                     "prior": np.asarray(statistics.prior, float).round(12).tolist()})
 
 
@@ -142,7 +139,7 @@ def pattern_cache_dir(cfg: EvaluationConfig) -> Path | None:
 def _cache_path(cache_dir: str | os.PathLike | None, name: str, *keys: Any) -> Path | None:
     if cache_dir is None:
         return None
-    return Path(cache_dir) / f"{name}-{_digest(list(keys))[:20]}.npz"
+    return Path(cache_dir) / f"{name}-{json_digest(list(keys))[:20]}.npz"
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ three small files instead of parsing and extracting again.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from typing import Any
 from generator.config import (CONF_DIR, DatabaseConfig, SplitConfig, StatisticsConfig, as_config,
                               default_cache_dir)
 from generator.database import Database, load_database
+from generator.hashing import json_digest
 from generator.split import Split, make_split
 from generator.statistics import FORMAT_VERSION, Statistics, extract_statistics
 
@@ -62,7 +61,7 @@ def default_config():
 def statistics_key(split: Split, stats_cfg: StatisticsConfig) -> str:
     """Cache key of statistics: the split hash plus the extraction options and format."""
     payload = {"split": split.hash, "min_crystals_per_class": stats_cfg.min_crystals_per_class, "format": FORMAT_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(payload)[:16]
 
 
 def prepare_data(cfg: Any = None) -> PreparedData:

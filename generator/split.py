@@ -7,7 +7,6 @@ baseline of training on real structures directly. Both apply the paper's filters
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from generator.config import SplitConfig, as_config
+from generator.hashing import json_digest
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Split:
 
     def compute_hash(self) -> str:
         payload = {k: v for k, v in asdict(self).items() if k != "hash"}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return json_digest(payload)
 
     @property
     def n_statistics(self) -> int:

@@ -171,7 +171,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -234,7 +234,7 @@ def mark_latest(checkpoint: str | os.PathLike) -> Path:
     checkpoint = Path(checkpoint)
     meta = json.loads((checkpoint / META).read_text())
     pointer = checkpoint.parent / LATEST
-    _atomic_write_text(pointer, json.dumps({"path": checkpoint.name, "step": meta.get("step", 0)}))
+    atomic_write_text(pointer, json.dumps({"path": checkpoint.name, "step": meta.get("step", 0)}))
     return pointer
 
 

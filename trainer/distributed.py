@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from trainer.checkpoint import atomic_write_text
 from trainer.loop import FitResult, RunSpec, fit
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,7 @@ def _train_worker(config: dict) -> None:
                        eval_step=result.eval_step, eval_metrics=result.eval_metrics,
                        train_metrics=result.train_metrics)
         path = Path(spec.trainer.output_dir or ".") / RESULT_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(metrics, default=str))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(metrics, default=str))
     ray.train.report({"step": result.step})
 
 

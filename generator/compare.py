@@ -145,7 +145,9 @@ def run(cfg, statistics=None) -> dict:
 def main() -> None:
     import hydra
 
-    @hydra.main(config_path="../conf", config_name="compare", version_base="1.3")
+    from generator.config import conf_dir
+
+    @hydra.main(config_path=str(conf_dir()), config_name="compare", version_base="1.3")
     def _main(cfg) -> None:
         run(cfg)
 

@@ -10,7 +10,23 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def conf_dir() -> Path:
+    """The folder of the Hydra configs (``conf/`` of the repository).
+
+    It is shipped as the package ``crystalstream_conf`` (pyproject maps that name onto ``conf/``),
+    so a wheel install finds it in site-packages and an editable install finds the checkout's
+    ``conf/``. In a checkout that is not installed, ``conf/`` beside the packages is used.
+    """
+    try:
+        import crystalstream_conf
+    except ImportError:
+        return Path(__file__).resolve().parents[1] / "conf"
+    return Path(crystalstream_conf.__file__).resolve().parent
+
+
+CONF_DIR = conf_dir()
 
 
 @dataclass

@@ -36,13 +36,13 @@ def main(argv=None) -> None:
     import matplotlib.pyplot as plt
     from pymatgen.core import Structure
 
+    from generator.config import conf_dir
     from simulator import PatternSimulator, SimulationConfig
 
-    repo = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("structure", type=Path, help="CIF (or any file pymatgen reads)")
     ap.add_argument("--measured", type=Path, default=None)
-    ap.add_argument("--config", type=Path, default=repo / "conf" / "simulation" / "imperfections.yaml",
+    ap.add_argument("--config", type=Path, default=conf_dir() / "simulation" / "imperfections.yaml",
                     help="imperfection settings to show one at a time")
     ap.add_argument("--out", type=Path, default=Path("pattern.png"))
     ap.add_argument("--seed", type=int, default=0)

@@ -18,6 +18,7 @@ it can be passed to :func:`load_for_inference` or ``trainer.resume=PATH``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -37,6 +38,9 @@ WEIGHTS = "model.safetensors"
 META = "meta.json"
 STATE = "training_state.pt"
 LATEST = "latest.json"
+CHECKPOINTS = "checkpoints"  # the run folder's checkpoint subfolder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -250,6 +254,25 @@ def prune_checkpoints(directory: str | os.PathLike, keep: int, protect: tuple[Pa
             shutil.rmtree(p, ignore_errors=True)
 
 
+def remove_partial_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """Delete what a killed :func:`save_checkpoint` left in ``directory``: ``.step_*.tmp`` folders
+    (a checkpoint being written) and ``.step_*.old`` folders (a replaced one being deleted).
+
+    Complete checkpoints are never touched. Call it before a run starts writing into the folder
+    (not while another process saves there). Returns the removed paths, each logged.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for p in sorted(directory.glob(".step_*")):
+        if p.is_dir() and p.suffix in (".tmp", ".old"):
+            shutil.rmtree(p, ignore_errors=True)
+            log.info("removed partial checkpoint %s (left by an interrupted save)", p)
+            removed.append(p)
+    return removed
+
+
 # ---------------------------------------------------------------------------------------- load
 def resolve(path: str | os.PathLike) -> Path:
     """The checkpoint directory meant by ``path`` (run folder, checkpoints folder, latest.json,
@@ -267,6 +290,15 @@ def resolve(path: str | os.PathLike) -> Path:
         if candidate.exists():
             return resolve(candidate)
     raise FileNotFoundError(f"{p} holds no checkpoint ({META} + {WEIGHTS}) and no {LATEST}")
+
+
+def run_folder(checkpoint: str | os.PathLike) -> Optional[Path]:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/step_N`` -> ``<run>``), or None
+    for a checkpoint that does not sit in a run's ``checkpoints/`` folder (e.g. an export)."""
+    directory = resolve(checkpoint)
+    if directory.parent.name == CHECKPOINTS:
+        return directory.parent.parent
+    return None
 
 
 def load_meta(path: str | os.PathLike) -> CheckpointMeta:

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Any, Optional
 
 from trainer.config import LoggerConfig, typed
+
+log = logging.getLogger(__name__)
+JSONL = "metrics.jsonl"
 
 
 def _clean(value: Any) -> Any:
@@ -29,7 +33,8 @@ class MetricsLog:
                  resume_id: Optional[str] = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = self.dir / "metrics.jsonl"
+        self.jsonl = self.dir / JSONL
+        repair_torn_tails(self.dir)  # appending after a torn line would corrupt the next record too
         self.cfg = typed(LoggerConfig, cfg)
         self._columns: dict[str, list[str]] = {}
         self.wandb_run = None
@@ -95,10 +100,7 @@ class MetricsLog:
         self._columns[kind] = columns
 
     def records(self) -> list[dict]:
-        if not self.jsonl.exists():
-            return []
-        with open(self.jsonl) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return read_records(self.jsonl)
 
     def summary(self, metrics: dict[str, Any]) -> None:
         """Final figures: ``<dir>/summary.json`` and the W&B run summary."""
@@ -114,6 +116,140 @@ class MetricsLog:
             self.wandb_run = None
 
 
+# ------------------------------------------------------------------------- reading and truncating
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """The records of a ``metrics.jsonl`` file ([] when it does not exist).
+
+    A last line that is not valid JSON (a write cut short by a kill) is dropped with a warning; an
+    invalid line anywhere else is corruption and raises ``ValueError`` naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i == len(lines) - 1:
+                log.warning("%s: dropped a torn last line (%d characters, an interrupted write)", path, len(line))
+                break
+            raise ValueError(f"{path}:{i + 1}: not a JSON record ({err})") from err
+    return records
+
+
+def _cut_to_last_newline(path: Path) -> bool:
+    """Remove an unterminated last line (a write cut short by a kill); True when one was removed."""
+    with open(path, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return False
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return False
+        # the last newline before the end (files here are small: read the tail in chunks)
+        pos, keep = size, 0
+        while pos > 0:
+            start = max(0, pos - 65536)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                keep = start + idx + 1
+                break
+            pos = start
+        f.truncate(keep)
+    log.warning("%s: dropped a torn last line (%d bytes, an interrupted write)", path, size - keep)
+    return True
+
+
+def _metric_csvs(directory: Path) -> list[Path]:
+    """The ``<kind>.csv`` tables of a run folder: train and eval, and any other kind in ``metrics.jsonl``."""
+    kinds = {"train", "eval"} | {str(r.get("kind")) for r in read_records(directory / JSONL) if r.get("kind")}
+    return sorted(p for p in (directory / f"{kind}.csv" for kind in kinds) if p.is_file())
+
+
+def repair_torn_tails(directory: str | os.PathLike) -> None:
+    """Cut an unterminated last line off ``metrics.jsonl`` and the ``<kind>.csv`` files of a run
+    folder, and a last JSON line that does not parse, each with a logged warning."""
+    directory = Path(directory)
+    jsonl = directory / JSONL
+    if jsonl.exists():
+        _cut_to_last_newline(jsonl)
+        lines = jsonl.read_text(errors="replace").splitlines(keepends=True)
+        if lines and lines[-1].strip():
+            try:
+                json.loads(lines[-1])
+            except json.JSONDecodeError:
+                log.warning("%s: dropped a last line that is not JSON (%d characters)", jsonl, len(lines[-1]))
+                _atomic_write(jsonl, "".join(lines[:-1]))
+    for path in _metric_csvs(directory):
+        _cut_to_last_newline(path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _step_of(value: Any) -> Optional[int]:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def truncate_metrics(directory: str | os.PathLike, step: int) -> dict[str, int]:
+    """Keep only the rows with ``step <= step`` in a run folder's ``metrics.jsonl`` and
+    ``<kind>.csv`` files (``train.csv``, ``eval.csv``, ...), so a run resumed from the checkpoint
+    of step ``step`` does not log the steps after it twice. Torn last lines are dropped too.
+
+    Returns the number of rows removed per file name (files left unchanged are not listed).
+    """
+    directory = Path(directory)
+    step = int(step)
+    repair_torn_tails(directory)
+    removed: dict[str, int] = {}
+    jsonl = directory / JSONL
+    if jsonl.exists():
+        records = read_records(jsonl)
+        kept = [r for r in records if _step_of(r.get("step")) is None or _step_of(r.get("step")) <= step]
+        if len(kept) != len(records):
+            _atomic_write(jsonl, "".join(json.dumps(r) + "\n" for r in kept))
+            removed[jsonl.name] = len(records) - len(kept)
+    for path in _metric_csvs(directory):
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or "step" not in rows[0]:
+            continue  # not a metrics table
+        header, body = rows[0], rows[1:]
+        col = header.index("step")
+        kept_rows = [r for r in body if len(r) == len(header) and _step_of(r[col]) is not None
+                     and _step_of(r[col]) <= step]
+        if len(kept_rows) != len(body):
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(header)
+                writer.writerows(kept_rows)
+            os.replace(tmp, path)
+            removed[path.name] = len(body) - len(kept_rows)
+    if removed:
+        log.info("resuming at step %d in %s: removed the rows of later steps (%s)", step, directory,
+                 ", ".join(f"{n} from {name}" for name, n in removed.items()))
+    return removed
+
+
 def plot_curves(metrics_jsonl: str | os.PathLike, out_png: str | os.PathLike) -> Optional[Path]:
     """Training loss / accuracy and evaluation accuracies against the step, as a PNG."""
     path = Path(metrics_jsonl)
@@ -124,7 +260,7 @@ def plot_curves(metrics_jsonl: str | os.PathLike, out_png: str | os.PathLike) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_records(path)
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))

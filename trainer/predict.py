@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from generator.config import conf_dir
 from trainer.ensemble import EnsemblePrediction, align_classes, combine, refused, softmax, top_k
 from trainer.patterns import InputSpec, MeasuredPattern, PatternConfig, PatternError, prepare_pattern, read_pattern
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = conf_dir()  # conf/ of a checkout, or the installed crystalstream_conf package
 DEFAULT_CONFIG = CONF_DIR / "inference" / "default.yaml"
 
 

@@ -15,10 +15,11 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.checkpoint import load_meta
+from trainer.checkpoint import CHECKPOINTS, load_meta, remove_partial_checkpoints, run_folder
 from trainer.config import TrainerConfig, to_dict, typed
 from trainer.hooks import ModelFactory
 from trainer.loop import FitResult, RunSpec, fit, resolve_device
+from trainer.metrics_log import truncate_metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +90,36 @@ def _extra_trainer_cpus(tcfg: TrainerConfig, cluster_cfg) -> float:
 
 
 def _output_dir(cfg: DictConfig) -> Path:
+    """Where the run writes: ``trainer.output_dir`` when set; else, when resuming, the run folder of
+    the checkpoint (``<run>/checkpoints/step_N`` -> ``<run>``); else the Hydra run directory."""
     if cfg.trainer.get("output_dir"):
         return Path(cfg.trainer.output_dir)
+    if cfg.trainer.get("resume"):
+        folder = run_folder(cfg.trainer.resume)
+        if folder is not None:
+            return folder
+        log.info("checkpoint %s is not in a run's checkpoints/ folder: writing to a new run folder",
+                 cfg.trainer.resume)
     try:
         from hydra.core.hydra_config import HydraConfig
 
         return Path(HydraConfig.get().runtime.output_dir)
     except Exception:
         return Path("outputs") / "train" / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def prepare_output_dir(out_dir: Path, resume: Optional[str] = None) -> int:
+    """Make a run folder ready to be written into; returns the step training starts from.
+
+    Removes partial checkpoints left by a kill. When resuming, drops the metric rows of the steps
+    after the checkpoint's (they are trained again), so that each step is logged once.
+    """
+    remove_partial_checkpoints(out_dir / CHECKPOINTS)
+    if not resume:
+        return 0
+    step = int(load_meta(resume).step)
+    truncate_metrics(out_dir, step)
+    return step
 
 
 def print_report(result: FitResult, console=None) -> None:
@@ -149,6 +172,7 @@ def run(cfg: DictConfig) -> FitResult:
 
     out_dir = _output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    start_step = prepare_output_dir(out_dir, cfg.trainer.get("resume"))
     OmegaConf.set_struct(cfg, False)
     cfg.trainer.output_dir = str(out_dir)
     OmegaConf.set_struct(cfg, True)
@@ -170,7 +194,6 @@ def run(cfg: DictConfig) -> FitResult:
     statistics = prepared.statistics
     log.info("data: %d classes, %d statistics / %d test crystals (%.1f s)", len(statistics.space_groups),
              prepared.report.get("n_statistics", -1), prepared.report.get("n_test", -1), time.perf_counter() - t0)
-    start_step = load_meta(tcfg.resume).step if tcfg.resume else 0
 
     spec = RunSpec(
         model=cfg.model, optimizer=cfg.optimizer, trainer=tcfg, logger=cfg.logger,

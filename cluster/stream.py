@@ -28,6 +28,7 @@ import numpy as np
 
 from cluster.batch import Batch
 from cluster.config import ClusterConfig, to_dataclass
+from cluster.connect import init_ray
 from cluster.producer import GENERATION, REAL_SOURCE, ProducerFactory, SyntheticProducerFactory, seed_for
 
 log = logging.getLogger(__name__)
@@ -306,7 +307,7 @@ class RayStream(QueueConsumer):
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
             if cfg.address is None and cfg.num_cpus is not None:
                 kwargs["num_cpus"] = cfg.num_cpus
-            ray.init(address=cfg.address, **kwargs)
+            init_ray(cfg.address, **kwargs)
             self._owns_ray = True
         self.factory = factory
         self._factory_ref = ray.put(factory)      # owned by the driver: survives any actor

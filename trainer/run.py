@@ -164,6 +164,7 @@ def print_report(result: FitResult, console=None) -> None:
 def run(cfg: DictConfig) -> FitResult:
     """Prepare data, start the stream and evaluators, train, report. See ``conf/train.yaml``."""
     from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
+    from cluster.connect import init_ray
     from cluster.evaluation import make_evaluator, reserved_cpus
     from cluster.testsets import build_test_sets, pattern_cache_dir
     from generator import GeneratorConfig
@@ -227,7 +228,7 @@ def run(cfg: DictConfig) -> FitResult:
         needs_ray = (cluster_cfg.source == "ray" or tcfg.num_workers > 1
                      or (eval_cfg.enabled and eval_cfg.backend == "ray" and test_sets))
         if needs_ray and cluster_cfg.source != "ray" and not ray.is_initialized():
-            ray.init(address=cluster_cfg.address, num_cpus=cluster_cfg.num_cpus if cluster_cfg.address is None
+            init_ray(cluster_cfg.address, num_cpus=cluster_cfg.num_cpus if cluster_cfg.address is None
                      else None, include_dashboard=False)
             started_ray = True
         if tcfg.num_workers > 1:

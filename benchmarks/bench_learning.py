@@ -53,6 +53,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -66,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -82,7 +83,7 @@ def parse_run(text: str) -> BenchRun:
     name, sep, rest = text.partition("=")
     if not sep or not NAME.match(name):
         raise argparse.ArgumentTypeError(
-            f"--run {text!r}: expected NAME=OVERRIDES with NAME of letters, digits, '_', '.', '-' "
+            f"--run {text!r}: expected NAME=OVERRIDES with NAME a letter or digit, then letters, digits, '_', '.', '-' "
             "(e.g. baseline= or new=\"model=resnet10 optimizer.lr=3e-4\")")
     return BenchRun(name, shlex.split(rest))
 
@@ -204,6 +205,7 @@ def warm_up(bench: BenchRun, args, out_root: Path) -> None:
         run(configure(bench, args, out_root / "_warmup", [args.warmup])[0])
     except Exception as exc:  # the measured run of this config will report the error
         logging.getLogger(__name__).warning("warm-up run failed: %s: %s", type(exc).__name__, exc)
+    shutil.rmtree(out_root / "_warmup", ignore_errors=True)
     print(f"== warm-up took {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -352,6 +354,10 @@ def main(argv=None) -> dict:
     logging.getLogger("trainer").setLevel(logging.INFO)
     with tempfile.TemporaryDirectory(prefix="bench_learning_") as tmp:
         out_root = args.out or Path(tmp)
+        taken = [str(out_root / r.name) for r in args.runs if (out_root / r.name).exists()
+                 and any((out_root / r.name).iterdir())]
+        if taken:  # the trainer would append to their metrics
+            raise SystemExit(f"run folders already exist: {', '.join(taken)} (choose another --out or remove them)")
         if args.warmup:
             warm_up(args.runs[0], args, out_root)
         runs = [run_one(r, args, out_root) for r in args.runs]

@@ -38,7 +38,7 @@ def test_run_arguments(bench):
     run = bench.parse_run('new=model=resnet10 "optimizer.lr=3e-4"')
     assert run.name == "new" and run.overrides == ["model=resnet10", "optimizer.lr=3e-4"]
     assert bench.parse_run("baseline=").overrides == []
-    for bad in ("noequals", "=x", "a b=c"):
+    for bad in ("noequals", "=x", "a b=c", "_warmup="):
         with pytest.raises(argparse.ArgumentTypeError):
             bench.parse_run(bad)
     with pytest.raises(SystemExit):
@@ -76,3 +76,6 @@ def test_two_configs_side_by_side(bench, tmp_path, monkeypatch):
     assert data["runs"][1]["overrides"] == ["optimizer.lr=1e-5"]
     assert (out / "learning.png").stat().st_size > 0
     assert not (out / "base" / "checkpoints" / "step_0000001").exists()   # no intermediate checkpoints
+    assert not (out / "_warmup").exists()
+    with pytest.raises(SystemExit, match="already exist"):                  # never appends to old metrics
+        bench.main([*TINY, "--run", "base=", "--out", str(out)])

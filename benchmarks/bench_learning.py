@@ -42,6 +42,11 @@ of held-out (solid) and synthetic (dashed) top-1 against patterns and against se
      "points": [{"patterns": 25024, "step": 391, "seconds": ..., "wall_seconds": ...,
                  "eval_seconds": ..., "heldout_top1": 0.12, "synthetic_top1": 0.2}, ...]}
 
+Without ``--out`` the run folders (metrics, curves, final checkpoint) are in a temporary folder
+removed at the end, and the PNG goes next to ``--json`` (else ``bench_learning.png``); with
+``--out DIR`` they stay in DIR/<name> with DIR/learning.png, and a DIR/<name> that already holds
+files is refused (the trainer would append to its metrics).
+
 A run that fails keeps its ``error`` (and no points); the others still run; the exit status is 1.
 """
 from __future__ import annotations

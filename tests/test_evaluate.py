@@ -143,3 +143,30 @@ def test_heldout_split_is_simulated_and_scored(predictor, tmp_path):
     answered = [int(s) for s, r in zip(data.space_groups, result.predictions) if r.ok]
     assert m["n_out_of_scope"] == sum(s not in predictor.space_groups for s in answered)
     assert m["top1_count"] <= len(answered) - m["n_out_of_scope"]
+
+
+@pytest.mark.slow
+def test_bundled_model_evaluated_with_json_output(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import trainer.pretrained as pretrained
+    from tiny_checkpoint import shared_tiny_checkpoint
+
+    root = tmp_path / "pretrained"
+    folder = root / "tiny"
+    folder.mkdir(parents=True)
+    for f in ("model.safetensors", "meta.json"):
+        shutil.copyfile(shared_tiny_checkpoint() / f, folder / f)
+    (folder / "calibration.json").write_text(json.dumps({"temperature": 2.0, "refusal_threshold": 0.6}))
+    monkeypatch.setattr(pretrained, "package_root", lambda: root)
+    manifest = _manifest(tmp_path)
+    code = main(["--manifest", str(manifest), "--json", "--output-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    m = json.loads(out)
+    assert m["n"] == 6 and m["checkpoints"] == [str(folder)] and m["temperatures"] == [2.0]
+    for key in ("top1", "top5", "crystal_system_accuracy"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["top1"] == pytest.approx(4 / 5)  # over the 5 answered items; the out-of-scope one is wrong
+    assert m["refusal"]["threshold"] == 0.6 and m["refusal"]["source"] == "calibration"
+    assert (tmp_path / "out" / "metrics.json").exists()

@@ -156,3 +156,54 @@ def test_every_xred_pattern_gets_an_answer(predictor):
     results = predictor.predict_files(files)
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert all(len(r.candidates) == 4 for r in results)  # the tiny model knows four space groups
+
+
+def _bundle(checkpoint, root, name="tiny", calibration=None):
+    """A bundled-model folder holding what the loader reads (weights + meta, calibration optional)."""
+    import shutil
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    for f in ("model.safetensors", "meta.json"):
+        shutil.copyfile(checkpoint / f, folder / f)
+    if calibration is not None:
+        (folder / "calibration.json").write_text(json.dumps(calibration))
+    return folder
+
+
+def test_bundled_calibrated_model_is_used_without_checkpoint(checkpoint, tmp_path, monkeypatch, capsys):
+    import trainer.pretrained as pretrained
+    from trainer.ensemble import softmax
+
+    root = tmp_path / "pretrained"
+    folder = _bundle(checkpoint, root, calibration={"temperature": 3.0, "refusal_threshold": 0.99})
+    monkeypatch.setattr(pretrained, "package_root", lambda: root)
+    path = write_xy(tmp_path / "nacl.xy", *_measured(structures()[225]))
+
+    assert main([str(path), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["checkpoints"] == [str(folder)] and payload["temperatures"] == [3.0]
+    assert payload["refusal_threshold"] == 0.99 and payload["refusal_threshold_source"] == "calibration"
+    (p,) = payload["predictions"]
+    assert p["candidates"][0]["space_group"] == 225 and p["refused"] is (p["top_probability"] < 0.99)
+
+    # the calibrated probabilities are softmax(logits / T) of the same network
+    raw = Predictor.from_checkpoints([checkpoint], load_config())
+    (r,) = raw.predict_files([path])
+    logits = np.log(r.probabilities)
+    assert p["top_probability"] == pytest.approx(softmax(logits / 3.0).max(), rel=1e-6)
+    assert p["top_probability"] < r.top_probability
+
+    # a threshold given on the command line wins over the calibrated one
+    assert main([str(path), "--json", "--threshold", "0.1"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["refusal_threshold"] == 0.1 and payload["refusal_threshold_source"] == "option"
+    assert payload["predictions"][0]["refused"] is False
+
+    # two bundled models form an ensemble
+    _bundle(checkpoint, root, name="tiny_b")
+    assert main([str(path), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["checkpoints"]) == 2 and payload["temperatures"] == [3.0, 1.0]
+    assert payload["predictions"][0]["n_members"] == 2
+    assert payload["refusal_threshold_source"] == "config"  # only one member is calibrated

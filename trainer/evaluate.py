@@ -1,8 +1,11 @@
 """Evaluate a checkpoint or an ensemble on a labelled set and write metrics, predictions and plots.
 
-    python -m trainer.evaluate --checkpoint CKPT [CKPT...] --manifest CSV
+    python -m trainer.evaluate [--checkpoint CKPT [CKPT...]] --manifest CSV [--json]
     python -m trainer.evaluate --checkpoint CKPT --cif-dir DIR
     python -m trainer.evaluate --checkpoint CKPT --heldout
+
+Without ``--checkpoint`` the models bundled in ``trainer/pretrained/`` are evaluated (several form
+an ensemble); calibration files are applied as in ``trainer.predict``.
 
 Labelled sets:
 
@@ -13,7 +16,9 @@ Labelled sets:
   model's own training simulator;
 * the held-out side of the structure split the checkpoint was trained with (its run config).
 
-Prints top-1/5/10 and crystal-system accuracy (counts for small sets), and writes to the output
+Prints top-1/5/10 and crystal-system accuracy (counts for small sets), or with ``--json`` the
+metrics as JSON (``top1``, ``top5``, ``crystal_system_accuracy``: fractions of the answered items;
+``n``: items in the set), and writes to the output
 folder ``metrics.json``, ``predictions.json`` and the PNGs ``top_k.png``,
 ``confusion_crystal_system.png``, ``recall_per_space_group.png`` and ``coverage_accuracy.png``.
 Defaults come from ``conf/inference/default.yaml`` (``evaluate`` node).
@@ -34,7 +39,8 @@ import numpy as np
 from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
 from trainer.ensemble import coverage_accuracy, refused
 from trainer.patterns import PatternError, read_pattern
-from trainer.predict import InferenceConfig, PatternPrediction, Predictor, split_config_argument, load_config
+from trainer.predict import (InferenceConfig, PatternPrediction, Predictor, load_config, resolve_checkpoints,
+                             split_config_argument)
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +300,10 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
                           "correct_kept": int((pred[kept] == labels[kept]).sum())}
     else:
         out["top_k_curve"] = {int(k): float("nan") for k in ks}
+        out["crystal_system_accuracy"] = float("nan")
+        out["crystal_system_count"] = 0
         for k in ks:
+            out[f"top{k}"] = float("nan")
             out[f"top{k}_count"] = 0
             out[f"top{k}_of_all"] = 0.0
     return out
@@ -357,8 +366,11 @@ def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None
     ev = cfg.evaluate
     results = predict_set(predictor, data, seed=ev.seed, wavelength=wavelength)
     metrics = evaluate_predictions(results, data.space_groups, predictor.space_groups, ev.max_k, ev.thresholds,
-                                   cfg.refusal_threshold, data.log_volumes)
-    metrics = {"set": data.name, "checkpoints": [str(c) for c in checkpoints], **metrics}
+                                   predictor.refusal_threshold, data.log_volumes)
+    if "refusal" in metrics:
+        metrics["refusal"]["source"] = predictor.threshold_source
+    metrics = {"set": data.name, "checkpoints": [str(c) for c in checkpoints],
+               "temperatures": predictor.temperatures, **metrics}
     out = EvaluationResult(metrics=metrics, predictions=results, true_space_groups=data.space_groups, ids=list(data.ids))
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -387,7 +399,11 @@ def format_summary(result: EvaluationResult) -> str:
         lines.append(f"  crystal system {m['crystal_system_count']:>3} of {n}  ({100 * m['crystal_system_count'] / n:.1f} %)")
         r = m["refusal"]
         acc = "n/a" if r["accuracy_kept"] is None else f"{100 * r['accuracy_kept']:.1f} %"
-        lines.append(f"  refusal at {r['threshold']:.2f}: {r['kept']} kept, {r['correct_kept']} of them right ({acc})")
+        source = {"calibration": " (calibrated)", "option": " (given)"}.get(r.get("source", ""), "")
+        lines.append(f"  refusal at {r['threshold']:.2f}{source}: {r['kept']} kept, {r['correct_kept']} of them right ({acc})")
+        temps = m.get("temperatures") or []
+        if any(abs(t - 1.0) > 1e-12 for t in temps):
+            lines.append("  calibrated: logits divided by temperature " + ", ".join(f"{t:.3f}" for t in temps))
         if "log_volume_mae" in m:
             lines.append(f"  log-volume MAE {m['log_volume_mae']:.3f}")
     for name, r, t in zip(result.ids, result.predictions, result.true_space_groups):
@@ -409,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(config_path)
     ev = cfg.evaluate
     ap = argparse.ArgumentParser(prog="python -m trainer.evaluate", description="Evaluate classifiers on a labelled set.")
-    ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints), help="checkpoint(s) (ensemble)")
+    ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints),
+                    help="checkpoint(s) (ensemble); default: config 'checkpoints', else the bundled models")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--manifest", default=ev.manifest, help="CSV of measured patterns with space groups")
     src.add_argument("--cif-dir", default=ev.cif_dir, help="folder of CIFs to simulate")
@@ -417,19 +434,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="the held-out side of the checkpoint's structure split")
     ap.add_argument("--output-dir", default=ev.output_dir, help=f"where results go (default {ev.output_dir})")
     ap.add_argument("--wavelength", type=float, default=cfg.wavelength, help="measurement wavelength (A)")
-    ap.add_argument("--threshold", type=float, default=cfg.refusal_threshold, help="refusal threshold")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help=f"refusal threshold (default: the calibrated one, else {cfg.refusal_threshold})")
     ap.add_argument("--top-k", type=int, default=cfg.top_k, help="candidates stored per item")
     ap.add_argument("--limit", type=int, default=ev.limit, help="at most this many structures (CIFs, held-out)")
     ap.add_argument("--device", default=cfg.device)
-    ap.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ap.add_argument("--json", action="store_true",
+                    help="print the metrics as JSON (top1, top5, crystal_system_accuracy, n, ...)")
     ap.add_argument("--config", default=None, help="inference config YAML")
     args = ap.parse_args(argv)
-    if not args.checkpoint:
-        ap.error("no checkpoint: give --checkpoint or set 'checkpoints' in the config")
-    cfg.refusal_threshold, cfg.device, cfg.wavelength = args.threshold, args.device, args.wavelength
+    if not (args.manifest or args.cif_dir or args.heldout):
+        ap.error("give one of --manifest, --cif-dir or --heldout")
+    cfg.device, cfg.wavelength = args.device, args.wavelength
     cfg.top_k = max(args.top_k, ev.max_k)
     try:
-        predictor = Predictor.from_checkpoints(args.checkpoint, cfg)
+        checkpoints = resolve_checkpoints(args.checkpoint)
+        predictor = Predictor.from_checkpoints(checkpoints, cfg, refusal_threshold=args.threshold)
         if args.manifest:
             data = load_manifest(args.manifest)
         elif args.cif_dir:
@@ -437,13 +457,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.heldout:
             from trainer.checkpoint import load_meta
 
-            data = load_heldout(load_meta(args.checkpoint[0]).config, args.limit, ev.seed)
-        else:
-            ap.error("give one of --manifest, --cif-dir or --heldout")
+            data = load_heldout(load_meta(checkpoints[0]).config, args.limit, ev.seed)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = evaluate(predictor, data, args.output_dir, cfg, args.wavelength, args.checkpoint)
+    result = evaluate(predictor, data, args.output_dir, cfg, args.wavelength, checkpoints)
     if args.json:
         print(json.dumps(_jsonable(result.metrics), indent=2))
     else:

@@ -1,6 +1,11 @@
 """Space-group candidates for measured powder patterns from one checkpoint or an ensemble.
 
-    python -m trainer.predict FILE... --checkpoint CKPT [CKPT...] [--wavelength A] [--top-k 5] [--json]
+    python -m trainer.predict FILE... [--checkpoint CKPT [CKPT...]] [--wavelength A] [--top-k 5] [--json]
+
+Without ``--checkpoint`` the models bundled in ``trainer/pretrained/`` are used (several form an
+ensemble). A checkpoint with a ``calibration.json`` (``python -m trainer.calibrate``) has its
+logits divided by the fitted temperature, and its refusal threshold replaces the configured one
+unless ``--threshold`` is given.
 
 Each file is read, checked and brought onto every model's input exactly as the training patterns
 were made (see :mod:`trainer.patterns`); the members' class probabilities are averaged
@@ -28,6 +33,7 @@ import torch
 from omegaconf import OmegaConf
 
 from generator.config import conf_dir
+from trainer.calibration import CalibrationConfig
 from trainer.ensemble import EnsemblePrediction, align_classes, combine, refused, softmax, top_k
 from trainer.patterns import InputSpec, MeasuredPattern, PatternConfig, PatternError, prepare_pattern, read_pattern
 
@@ -65,6 +71,7 @@ class InferenceConfig:
     batch_size: int = 32
     pattern: PatternConfig = field(default_factory=PatternConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> InferenceConfig:
@@ -83,6 +90,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         raise ValueError(f"refusal_threshold must be in [0, 1], got {cfg.refusal_threshold}")
     if cfg.top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {cfg.top_k}")
+    try:
+        cfg.calibration.validate()
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
     return cfg
 
 
@@ -180,6 +191,8 @@ class Member:
     volume_norm: Optional[dict] = None
     name: str = ""
     simulation: dict = field(default_factory=dict)
+    temperature: float = 1.0
+    calibration: Optional[dict] = None
 
 
 def input_spec(simulation: dict) -> InputSpec:
@@ -195,26 +208,35 @@ def input_spec(simulation: dict) -> InputSpec:
                      lorentz_polarisation=bool(getattr(cfg, "lorentz_polarisation", True)))
 
 
-def load_member(path: str | Path, device: str = "cpu") -> Member:
-    """A checkpoint as an ensemble member (model in eval mode plus its input spec)."""
+def load_member(path: str | Path, device: str = "cpu", calibrated: bool = True) -> Member:
+    """A checkpoint as an ensemble member (model in eval mode plus its input spec); with
+    ``calibrated``, the temperature and refusal threshold of its ``calibration.json`` if it has one."""
+    from trainer.calibration import load_calibration
     from trainer.checkpoint import load_for_inference
 
     model, meta = load_for_inference(path, device=device)
     spec = input_spec(meta.simulation)
     if len(spec.grid) != meta.input_length:
         raise ValueError(f"{path}: the simulation grid has {len(spec.grid)} points, the model expects {meta.input_length}")
+    calibration = load_calibration(path) if calibrated else None
     return Member(model=model, space_groups=[int(s) for s in meta.space_groups], spec=spec,
-                  volume_norm=meta.volume_norm, name=str(path), simulation=dict(meta.simulation))
+                  volume_norm=meta.volume_norm, name=str(path), simulation=dict(meta.simulation),
+                  temperature=float(calibration["temperature"]) if calibration else 1.0, calibration=calibration)
 
 
 class Predictor:
     """An ensemble of one or more classifiers answering for measured or simulated patterns."""
 
-    def __init__(self, members: Sequence[Member], cfg: InferenceConfig | None = None):
+    def __init__(self, members: Sequence[Member], cfg: InferenceConfig | None = None,
+                 refusal_threshold: Optional[float] = None):
+        """``refusal_threshold``: the user's threshold; None: the members' calibrated one, else the config's."""
         if not members:
             raise ValueError("no checkpoints given")
+        if refusal_threshold is not None and not 0.0 <= refusal_threshold <= 1.0:
+            raise ValueError(f"refusal threshold must be in [0, 1], got {refusal_threshold}")
         self.members = list(members)
         self.cfg = cfg if cfg is not None else load_config()
+        self.threshold_override = refusal_threshold
         order: list[int] = []
         for m in self.members:
             order += [s for s in m.space_groups if s not in order]
@@ -224,9 +246,40 @@ class Predictor:
                            else f"spec-{id(m.spec)}" for m in self.members}
 
     @classmethod
-    def from_checkpoints(cls, paths: Sequence[str | Path], cfg: InferenceConfig | None = None) -> "Predictor":
+    def from_checkpoints(cls, paths: Sequence[str | Path], cfg: InferenceConfig | None = None,
+                         refusal_threshold: Optional[float] = None) -> "Predictor":
         cfg = cfg if cfg is not None else load_config()
-        return cls([load_member(p, cfg.device) for p in paths], cfg)
+        return cls([load_member(p, cfg.device, cfg.calibration.apply) for p in paths], cfg, refusal_threshold)
+
+    @property
+    def calibrated_threshold(self) -> Optional[float]:
+        """The refusal threshold of the members' calibration files (their mean for an ensemble), or
+        None unless every member has one."""
+        values = [m.calibration.get("refusal_threshold") if m.calibration else None for m in self.members]
+        if not values or any(v is None for v in values):
+            return None
+        return float(np.mean([float(v) for v in values]))
+
+    @property
+    def threshold_source(self) -> str:
+        """Where the refusal threshold comes from: "option", "calibration" or "config"."""
+        if self.threshold_override is not None:
+            return "option"
+        if self.calibrated_threshold is not None:
+            return "calibration"
+        return "config"
+
+    @property
+    def refusal_threshold(self) -> float:
+        """The user's threshold, else the calibrated one, else ``cfg.refusal_threshold``."""
+        if self.threshold_override is not None:
+            return float(self.threshold_override)
+        calibrated = self.calibrated_threshold
+        return calibrated if calibrated is not None else float(self.cfg.refusal_threshold)
+
+    @property
+    def temperatures(self) -> list[float]:
+        return [float(m.temperature) for m in self.members]
 
     @property
     def device(self) -> torch.device:
@@ -234,22 +287,30 @@ class Predictor:
 
     # -- raw model outputs ------------------------------------------------------------------
     @torch.no_grad()
-    def member_outputs(self, member: Member, inputs: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Probabilities (B, C) over ``self.space_groups`` and log volumes (B,) or None of one member."""
+    def member_logits(self, member: Member, inputs: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Raw logits (B, C_member) over ``member.space_groups`` (not divided by the temperature)
+        and log volumes (B,) or None of one member."""
         device = next(member.model.parameters()).device
-        probs, logv = [], []
+        logits, logv = [], []
         bs = max(1, int(self.cfg.batch_size))
         for i in range(0, len(inputs), bs):
             x = torch.as_tensor(np.asarray(inputs[i:i + bs], dtype=np.float32), device=device)
             out = member.model(x)
-            probs.append(softmax(out["logits"].float().cpu().numpy()))
+            logits.append(out["logits"].float().cpu().numpy().astype(np.float64))
             if "log_volume" in out and member.volume_norm is not None:
                 z = out["log_volume"].float().cpu().numpy().reshape(-1)
                 logv.append(member.volume_norm["mean"] + member.volume_norm["std"] * z)
-        p = np.concatenate(probs) if probs else np.zeros((0, len(member.space_groups)))
+        z = np.concatenate(logits) if logits else np.zeros((0, len(member.space_groups)))
+        return z, (np.concatenate(logv) if logv else None)
+
+    def member_outputs(self, member: Member, inputs: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Probabilities (B, C) over ``self.space_groups`` (softmax of the logits divided by the
+        member's temperature) and log volumes (B,) or None of one member."""
+        z, logv = self.member_logits(member, inputs)
+        p = softmax(z / member.temperature) if len(z) else z
         if member.space_groups != self.space_groups:
             p = align_classes(p, member.space_groups, self.space_groups)
-        return p, (np.concatenate(logv) if logv else None)
+        return p, logv
 
     def ensemble(self, inputs: Sequence[np.ndarray]) -> EnsemblePrediction:
         """Combine the members on prepared inputs: ``inputs[m]`` is (B, N_m) for member m."""
@@ -322,7 +383,7 @@ class Predictor:
             for c, p in zip(idx[0], val[0])
         ]
         result.top_probability = float(val[0, 0])
-        result.refused = bool(refused(probs[None, :], self.cfg.refusal_threshold)[0])
+        result.refused = bool(refused(probs[None, :], self.refusal_threshold)[0])
         result.agreement = int(ens.agreement[j])
         result.n_members = ens.n_members
         if ens.log_volume is not None:
@@ -359,9 +420,22 @@ def format_table(results: Sequence[PatternPrediction], threshold: float) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def to_json(results: Sequence[PatternPrediction], threshold: float, checkpoints: Sequence[str]) -> str:
-    return json.dumps({"refusal_threshold": threshold, "checkpoints": [str(c) for c in checkpoints],
+def to_json(results: Sequence[PatternPrediction], threshold: float, checkpoints: Sequence[str],
+            threshold_source: Optional[str] = None, temperatures: Optional[Sequence[float]] = None) -> str:
+    head: dict[str, Any] = {"refusal_threshold": threshold}
+    if threshold_source is not None:
+        head["refusal_threshold_source"] = threshold_source
+    if temperatures is not None:
+        head["temperatures"] = [float(t) for t in temperatures]
+    return json.dumps({**head, "checkpoints": [str(c) for c in checkpoints],
                        "predictions": [r.to_dict() for r in results]}, indent=2)
+
+
+def resolve_checkpoints(given: Sequence[str] | None) -> list[str]:
+    """The checkpoints given, else the bundled models (:class:`trainer.pretrained.NoBundledModel` when none)."""
+    from trainer import pretrained
+
+    return pretrained.checkpoints_or_bundled(list(given or []))
 
 
 def build_parser(cfg: InferenceConfig) -> argparse.ArgumentParser:
@@ -369,13 +443,15 @@ def build_parser(cfg: InferenceConfig) -> argparse.ArgumentParser:
                                  description="Space-group candidates for measured powder patterns.")
     ap.add_argument("files", nargs="+", help="pattern files (.xy, .xye, .csv, .txt, RRUFF, instrument formats)")
     ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints),
-                    help="checkpoint(s); several form an ensemble (default: config 'checkpoints')")
+                    help="checkpoint(s); several form an ensemble (default: config 'checkpoints', "
+                         "else the models bundled in trainer/pretrained/)")
     ap.add_argument("--wavelength", type=float, default=cfg.wavelength,
                     help="measurement wavelength in A; overrides one stated in a file "
                          "(default: the file's, else the model's)")
     ap.add_argument("--top-k", type=int, default=cfg.top_k, help=f"candidates per file (default {cfg.top_k})")
-    ap.add_argument("--threshold", type=float, default=cfg.refusal_threshold,
-                    help=f"refusal threshold on the top probability (default {cfg.refusal_threshold})")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="refusal threshold on the top probability (default: the checkpoints' calibrated "
+                         f"threshold, else {cfg.refusal_threshold})")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--device", default=cfg.device, help=f"torch device (default {cfg.device})")
     return ap
@@ -396,19 +472,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(cfg)
     parser.add_argument("--config", default=None, help="inference config YAML (default conf/inference/default.yaml)")
     args = parser.parse_args(argv)
-    if not args.checkpoint:
-        parser.error("no checkpoint: give --checkpoint or set 'checkpoints' in the config")
-    cfg.top_k, cfg.refusal_threshold, cfg.device, cfg.wavelength = args.top_k, args.threshold, args.device, args.wavelength
+    cfg.top_k, cfg.device, cfg.wavelength = args.top_k, args.device, args.wavelength
     try:
-        predictor = Predictor.from_checkpoints(args.checkpoint, cfg)
+        checkpoints = resolve_checkpoints(args.checkpoint)
+        predictor = Predictor.from_checkpoints(checkpoints, cfg, refusal_threshold=args.threshold)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results = predictor.predict_files(args.files)
+    threshold = predictor.refusal_threshold
     if args.json:
-        print(to_json(results, cfg.refusal_threshold, args.checkpoint))
+        print(to_json(results, threshold, checkpoints, predictor.threshold_source, predictor.temperatures))
     else:
-        print(format_table(results, cfg.refusal_threshold), end="")
+        print(format_table(results, threshold), end="")
     for r in results:
         if not r.ok:
             print(f"error: {r.source}: {r.error}", file=sys.stderr)

@@ -1,0 +1,129 @@
+"""Bundled models: the package folder, the packaging command and its model card, the 'no model' error."""
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trainer.pretrained as pretrained
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_package_data_ships_the_bundled_model_files():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    globs = data["trainer.pretrained"]
+    for name in ("tiny/model.safetensors", "tiny/meta.json", "tiny/calibration.json", "tiny/MODEL_CARD.md"):
+        assert any(Path(name).match(g) for g in globs), name
+    assert (ROOT / "trainer" / "pretrained" / "__init__.py").exists()
+
+
+def test_empty_bundle_and_the_no_model_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pretrained, "package_root", lambda: tmp_path)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "meta.json").write_text("{}")  # no weights: not a model
+    assert pretrained.bundled_checkpoints() == [] and pretrained.bundled_model_card() is None
+    with pytest.raises(pretrained.NoBundledModel, match="no checkpoint given and no model is bundled"):
+        pretrained.checkpoints_or_bundled([])
+    assert pretrained.checkpoints_or_bundled(["a"]) == ["a"]
+
+    from trainer.evaluate import main as evaluate_main
+    from trainer.predict import main as predict_main
+
+    assert predict_main([str(tmp_path / "scan.xy")]) == 2
+    assert "no checkpoint given and no model is bundled" in capsys.readouterr().err
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("pattern_file,space_group\nscan.xy,225\n")
+    assert evaluate_main(["--manifest", str(manifest), "--json", "--output-dir", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "no checkpoint given and no model is bundled" in captured.err and captured.out == ""
+
+
+def test_the_installed_package_holds_no_half_written_model():
+    for p in pretrained.bundled_checkpoints():
+        assert (p / "meta.json").is_file() and (p / "model.safetensors").is_file() and (p / "MODEL_CARD.md").is_file()
+        assert not (p / "training_state.pt").exists()
+        assert (p / "model.safetensors").stat().st_size < 50 * 2 ** 20
+
+
+def _run_folder(tmp_path: Path) -> Path:
+    """A run folder as the trainer writes it around a copy of the tiny checkpoint."""
+    from tiny_checkpoint import shared_tiny_checkpoint
+
+    run = tmp_path / "run"
+    ckpt = shutil.copytree(shared_tiny_checkpoint(), run / "checkpoints" / "step_000060")
+    (run / "checkpoints" / "latest.json").write_text(json.dumps({"path": ckpt.name, "step": 60}))
+    (run / "config.yaml").write_text("seed: 7\noptimizer:\n  name: adam\n  lr: 0.01\n  schedule: constant\n"
+                                     "cluster:\n  batch_size: 32\n  source: local\ntrainer:\n  device: cpu\n"
+                                     "  num_workers: 1\n")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- +experiment=parkcnn_medium\n- trainer.max_steps=60\n")
+    (run / "summary.json").write_text(json.dumps({"step": 60, "samples_seen": 1920, "final_checkpoint": str(ckpt),
+                                                  "train/loss": 0.12, "train/accuracy": 0.97,
+                                                  "eval/synthetic/top1": 0.61, "wall_time_s": 3725.0}))
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 60, "loss": 0.12}) + "\n")
+    (ckpt / "training_state.pt").write_bytes(b"optimizer state that must not travel")
+    (ckpt / "calibration.json").write_text(json.dumps({
+        "temperature": 1.7, "ece_before": 0.12, "ece_after": 0.03, "refusal_threshold": 0.55, "n": 2000,
+        "simulation": "checkpoint", "target_accuracy": 0.8, "target_reached": True, "bins": 15, "seed": 0,
+        "coverage_at_threshold": 0.7, "accuracy_at_threshold": 0.82,
+        "coverage_accuracy": {"thresholds": [0.0, 0.45, 0.55, 0.9], "coverage": [1.0, 0.8, 0.7, 0.2],
+                              "accuracy": [0.6, 0.75, 0.82, 0.97]}}))
+    return run
+
+
+@pytest.mark.slow
+def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
+    from trainer.package import main
+    from trainer.predict import Predictor, load_config
+
+    run = _run_folder(tmp_path)
+    xred = tmp_path / "xred.json"
+    xred.write_text(json.dumps({"n": 17, "n_answered": 17, "top1": 0.294, "top5": 0.647,
+                                "crystal_system_accuracy": 0.588,
+                                "coverage_accuracy": {"thresholds": [0.0, 0.3, 0.45], "coverage": [1.0, 0.5, 0.25],
+                                                      "accuracy": [0.29, 0.4, None]}}))
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"hardware": "1x H200", "evaluations": {"synthetic": {"n": 256, "top1": 0.61,
+                                                                                          "top5": 0.9}}}))
+    dest = tmp_path / "pretrained"
+    code = main([str(run), "--name", "tiny", "--dest", str(dest), "--eval", f"xred={xred}",
+                 "--card-extra", str(extra)])
+    out = capsys.readouterr().out
+    assert code == 0 and "float32" in out
+    model = dest / "tiny"
+    assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "calibration.json", "meta.json",
+                                                       "model.safetensors"]
+    card = (model / "MODEL_CARD.md").read_text()
+    for text in ("+experiment=parkcnn_medium", "1x H200", "1 h 02 min", "29.4 %", "64.7 %", "58.8 %",
+                 "| temperature T | 1.700 |", "12.0 %", "3.0 %", "0.55", "| measured patterns (xred) | 0.45 | 25.0 % | – |",
+                 "| held-out structure types (simulated) | not measured", "| fresh synthetic crystals | 256 | 61.0 %",
+                 "float32", "1,920"):
+        assert text in card, text
+
+    monkeypatch.setattr(pretrained, "package_root", lambda: dest)
+    assert pretrained.bundled_checkpoints() == [model]
+    assert pretrained.bundled_model_card() == card
+    bundled = Predictor.from_checkpoints(pretrained.checkpoints_or_bundled([]), load_config())
+    assert bundled.temperatures == [1.7] and bundled.refusal_threshold == 0.55
+
+    # existing name: refused without --force; float16 halves the file and predicts the same
+    assert main([str(run), "--name", "tiny", "--dest", str(dest)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main([str(run / "checkpoints" / "step_000060"), "--name", "tiny16", "--dest", str(dest),
+                 "--dtype", "float16"]) == 0
+    assert "float16" in (dest / "tiny16" / "MODEL_CARD.md").read_text()
+    size32, size16 = ((dest / n / "model.safetensors").stat().st_size for n in ("tiny", "tiny16"))
+    assert size16 < 0.6 * size32
+    x = np.random.default_rng(0).random((4, bundled.members[0].spec.grid.size)).astype(np.float32)
+    half = Predictor.from_checkpoints([dest / "tiny16"], load_config())
+    p32, _ = bundled.member_outputs(bundled.members[0], x)
+    p16, _ = half.member_outputs(half.members[0], x)
+    np.testing.assert_allclose(p16, p32, atol=2e-2)
+    assert main([str(run), "--name", "big", "--dest", str(dest), "--max-mb", "0.001"]) == 2
+    assert "more than --max-mb" in capsys.readouterr().err
+    assert not (dest / "big").exists() and not list(dest.glob(".*tmp"))

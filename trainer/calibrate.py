@@ -1,0 +1,84 @@
+"""Fit a checkpoint's temperature and refusal threshold on fresh synthetic patterns.
+
+    python -m trainer.calibrate --checkpoint RUN [RUN...] [--simulation NAME] [--n 2000] [--seed 0]
+                                [--target-accuracy 0.8] [--json] [--dry-run]
+
+Writes ``calibration.json`` beside each checkpoint's ``meta.json`` (see :mod:`trainer.calibration`);
+``trainer.predict`` and ``trainer.evaluate`` then use it. Defaults come from the ``calibration``
+node of ``conf/inference/default.yaml``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from trainer.calibration import Calibration, _finite, calibrate_checkpoint
+
+
+def format_result(name: str, c: Calibration, path) -> str:
+    acc = "n/a" if c.accuracy_at_threshold is None else f"{100 * c.accuracy_at_threshold:.1f} %"
+    lines = [
+        f"{name}: {c.n} synthetic patterns (simulation: {c.simulation}, statistics: {c.statistics}, seed {c.seed})"
+        + (f", {c.n_out_of_scope} outside the model's classes left out" if c.n_out_of_scope else ""),
+        f"  top-1 accuracy {100 * c.accuracy:.1f} %",
+        f"  temperature {c.temperature:.3f}; NLL {c.nll_before:.3f} -> {c.nll_after:.3f}",
+        f"  expected calibration error ({c.bins} bins) {100 * c.ece_before:.2f} % -> {100 * c.ece_after:.2f} %",
+        f"  refusal threshold {c.refusal_threshold:.2f}: keeps {100 * c.coverage_at_threshold:.1f} %, "
+        f"accuracy {acc} (target {100 * c.target_accuracy:.0f} %"
+        + ("" if c.target_reached else ", never reached: configured default stored") + ")",
+    ]
+    lines.append(f"  written to {path}" if path is not None else "  not written (--dry-run)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from trainer.predict import load_config, split_config_argument
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, argv = split_config_argument(argv)
+    try:
+        cfg = load_config(config_path)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cal = cfg.calibration
+    ap = argparse.ArgumentParser(prog="python -m trainer.calibrate",
+                                 description="Fit the temperature and refusal threshold of checkpoints.")
+    ap.add_argument("--checkpoint", "-c", nargs="+", required=True, help="checkpoint(s) or run folder(s)")
+    ap.add_argument("--simulation", default=cal.simulation,
+                    help="conf/simulation name of the patterns (default: each checkpoint's own simulation)")
+    ap.add_argument("--n", type=int, default=cal.n, help=f"synthetic patterns (default {cal.n})")
+    ap.add_argument("--seed", type=int, default=cal.seed, help=f"root seed (default {cal.seed})")
+    ap.add_argument("--statistics", choices=("default", "run"), default=cal.statistics,
+                    help=f"generation statistics: the default database's or the run's (default {cal.statistics})")
+    ap.add_argument("--target-accuracy", type=float, default=cal.target_accuracy,
+                    help=f"accuracy of the kept patterns the refusal threshold is chosen for (default {cal.target_accuracy})")
+    ap.add_argument("--device", default=cfg.device)
+    ap.add_argument("--dry-run", action="store_true", help="report without writing calibration.json")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--config", default=None, help="inference config YAML (default conf/inference/default.yaml)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cal.simulation, cal.n, cal.seed, cal.statistics = args.simulation, args.n, args.seed, args.statistics
+    cal.target_accuracy = args.target_accuracy
+    results = {}
+    for checkpoint in args.checkpoint:
+        try:
+            result, path = calibrate_checkpoint(checkpoint, cal, cfg.refusal_threshold, write=not args.dry_run,
+                                                device=args.device)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {checkpoint}: {err}", file=sys.stderr)
+            return 2
+        results[str(checkpoint)] = {**result.to_dict(), "path": str(path) if path else None}
+        if not args.json:
+            print(format_result(str(checkpoint), result, path))
+    if args.json:
+        print(json.dumps(_finite(results), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

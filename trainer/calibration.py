@@ -1,0 +1,382 @@
+"""Temperature scaling and a calibrated refusal threshold for a trained classifier.
+
+A network trained with cross entropy is usually over-confident; dividing its logits by one
+temperature T, fitted by minimising the negative log-likelihood on held-back patterns, fixes most
+of that without changing any ranking (Guo et al. 2017). On ``n`` fresh synthetic patterns (a new
+:class:`generator.CrystalSampler` and :class:`simulator.PatternSimulator`) this module fits T,
+reports the expected calibration error (equal-width bins over the top probability) before and
+after, and picks the refusal threshold: the smallest top probability at which the patterns kept
+reach a target accuracy (Vecsei et al. 2019 refuse below 0.45).
+
+The result is stored as ``calibration.json`` beside the checkpoint's ``meta.json``::
+
+    {"temperature": T, "ece_before": e0, "ece_after": e1, "refusal_threshold": t, "n": n,
+     "simulation": "checkpoint" | NAME, ...}
+
+and applied by :mod:`trainer.predict` / :mod:`trainer.evaluate` (``conf/inference/default.yaml``,
+``calibration`` node). ``python -m trainer.calibrate`` runs it on a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CALIBRATION = "calibration.json"
+
+
+def _conf_dir() -> Path:
+    """The project's conf/ folder (the installed configs outside a checkout)."""
+    try:
+        from generator.config import conf_dir
+    except ImportError:
+        return Path(__file__).resolve().parents[1] / "conf"
+    return conf_dir()
+
+
+@dataclass
+class CalibrationConfig:
+    """Fitting and using the temperature and refusal threshold (``calibration`` node of
+    ``conf/inference/default.yaml``).
+
+    Attributes:
+        apply: divide logits by the stored temperature and use the stored refusal threshold when a
+            checkpoint has a ``calibration.json``.
+        n: synthetic patterns simulated for the fit.
+        seed: root seed of the crystal sampler and the simulator's random draws.
+        simulation: a ``conf/simulation`` name for the patterns; None: the checkpoint's own simulation.
+        statistics: "default" (the default database and split) or "run" (the checkpoint's run config).
+        generator: ``conf/generator`` name of the sampler settings.
+        target_accuracy: accuracy the kept (not refused) patterns must reach, in (0, 1].
+        min_kept: fewest patterns that must be kept at a threshold for it to count.
+        threshold_step: spacing of the candidate thresholds from 0 to 1.
+        default_threshold: threshold stored when the target is never reached; None: the config's
+            ``refusal_threshold``.
+        bins: equal-width bins of the expected calibration error.
+        temperature_bounds: [lowest, highest] temperature searched.
+        batch_size: patterns simulated and passed through the model at a time.
+    """
+
+    apply: bool = True
+    n: int = 2000
+    seed: int = 0
+    simulation: Optional[str] = None
+    statistics: str = "default"
+    generator: str = "default"
+    target_accuracy: float = 0.8
+    min_kept: int = 20
+    threshold_step: float = 0.01
+    default_threshold: Optional[float] = None
+    bins: int = 15
+    temperature_bounds: list[float] = field(default_factory=lambda: [0.05, 20.0])
+    batch_size: int = 128
+
+    def validate(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"calibration.n must be at least 1, got {self.n}")
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError(f"calibration.target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if not 0.0 < self.threshold_step <= 1.0:
+            raise ValueError(f"calibration.threshold_step must be in (0, 1], got {self.threshold_step}")
+        if self.default_threshold is not None and not 0.0 <= self.default_threshold <= 1.0:
+            raise ValueError(f"calibration.default_threshold must be in [0, 1], got {self.default_threshold}")
+        lo, hi = (list(self.temperature_bounds) + [None, None])[:2]
+        if lo is None or hi is None or not 0.0 < lo < hi:
+            raise ValueError(f"calibration.temperature_bounds must be [low, high] with 0 < low < high, "
+                             f"got {self.temperature_bounds}")
+        if self.statistics not in ("default", "run"):
+            raise ValueError(f"calibration.statistics must be 'default' or 'run', got {self.statistics!r}")
+        if self.bins < 1:
+            raise ValueError(f"calibration.bins must be at least 1, got {self.bins}")
+
+
+# ------------------------------------------------------------------------------------ the maths
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean NLL (nats) of the true class under softmax(logits / temperature); logits (B, C), labels (B,)."""
+    y = np.asarray(labels, np.int64)
+    lp = log_softmax(np.asarray(logits, np.float64) / float(temperature))
+    return float(-lp[np.arange(len(y)), y].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T), searched over log T in ``bounds``."""
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.int64)
+    if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
+        raise ValueError(f"need (B, C) logits and (B,) labels with B > 0, got {z.shape} and {y.shape}")
+    if y.min() < 0 or y.max() >= z.shape[1]:
+        raise ValueError("labels must be class indices in [0, C)")
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    res = minimize_scalar(lambda t: negative_log_likelihood(z, y, math.exp(t)), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-6})
+    return float(math.exp(res.x))
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE: sum over equal-width bins of the top probability of |accuracy - mean confidence| x fraction
+    of patterns in the bin. probabilities (B, C), labels (B,) (-1: a class the model cannot give)."""
+    p = np.asarray(probabilities, np.float64)
+    y = np.asarray(labels)
+    if len(y) == 0:
+        return float("nan")
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    # bin b holds (b/bins, (b+1)/bins]; a confidence of exactly 0 goes to the first bin
+    index = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = index == b
+        if sel.any():
+            total += sel.sum() / len(y) * abs(correct[sel].mean() - conf[sel].mean())
+    return float(total)
+
+
+def choose_refusal_threshold(probabilities: np.ndarray, labels: np.ndarray, target_accuracy: float,
+                             default: float, step: float = 0.01, min_kept: int = 20) -> tuple[float, bool]:
+    """The smallest threshold on the grid 0, step, ..., 1 at which the patterns whose top probability
+    reaches it (at least ``min_kept`` of them) have top-1 accuracy >= ``target_accuracy``;
+    ``(default, False)`` when no threshold does. Returns (threshold, reached)."""
+    p = np.asarray(probabilities, np.float64)
+    y = np.asarray(labels)
+    conf = p.max(axis=1)
+    correct = p.argmax(axis=1) == y
+    for t in np.round(np.arange(0.0, 1.0 + step / 2, step), 10):
+        kept = conf >= t
+        n_kept = int(kept.sum())
+        if n_kept >= max(1, min_kept) and correct[kept].mean() >= target_accuracy - 1e-12:
+            return float(t), True
+    return float(default), False
+
+
+@dataclass
+class Calibration:
+    """What ``calibration.json`` holds.
+
+    Attributes:
+        temperature: T; calibrated probabilities are softmax(logits / T).
+        ece_before, ece_after: expected calibration error at T = 1 and at T (fractions).
+        refusal_threshold: refuse when the (calibrated) top probability is below this.
+        n: patterns used (those whose space group the model classifies).
+        simulation: "checkpoint" (the model's own simulation config) or the conf/simulation name.
+        nll_before, nll_after: mean negative log-likelihood (nats) at T = 1 and at T.
+        accuracy: top-1 accuracy on the patterns.
+        target_accuracy: the accuracy the refusal threshold was chosen for.
+        target_reached: False when no threshold reached it and the default was stored.
+        coverage_at_threshold, accuracy_at_threshold: fraction kept and their accuracy at the threshold.
+        coverage_accuracy: {"thresholds", "coverage", "accuracy"} of the calibrated probabilities.
+        n_out_of_scope: simulated patterns left out (space group outside the model's classes).
+        statistics, seed, bins, step, created: provenance.
+    """
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    refusal_threshold: float
+    n: int
+    simulation: str = "checkpoint"
+    nll_before: float = float("nan")
+    nll_after: float = float("nan")
+    accuracy: float = float("nan")
+    target_accuracy: float = 0.8
+    target_reached: bool = False
+    coverage_at_threshold: float = float("nan")
+    accuracy_at_threshold: Optional[float] = None
+    coverage_accuracy: dict = field(default_factory=dict)
+    n_out_of_scope: int = 0
+    statistics: str = ""
+    seed: int = 0
+    bins: int = 15
+    step: int = 0
+    created: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, directory: str | Path) -> Path:
+        from trainer.checkpoint import atomic_write_text
+
+        path = Path(directory) / CALIBRATION
+        self.created = self.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        atomic_write_text(path, json.dumps(_finite(self.to_dict()), indent=2))
+        return path
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationConfig | None = None,
+                     default_threshold: float = 0.45, simulation: str = "checkpoint") -> Calibration:
+    """Fit T on (B, C) logits and (B,) labels (-1: outside the classes, left out), measure the ECE
+    before/after and choose the refusal threshold on the calibrated probabilities."""
+    from trainer.ensemble import coverage_accuracy, softmax
+
+    cfg = cfg or CalibrationConfig()
+    cfg.validate()
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.int64)
+    inside = y >= 0
+    z, y = z[inside], y[inside]
+    if len(y) == 0:
+        raise ValueError("no calibration pattern has a space group the model classifies")
+    t = fit_temperature(z, y, tuple(cfg.temperature_bounds))
+    before, after = softmax(z), softmax(z / t)
+    default = cfg.default_threshold if cfg.default_threshold is not None else default_threshold
+    threshold, reached = choose_refusal_threshold(after, y, cfg.target_accuracy, default, cfg.threshold_step,
+                                                  cfg.min_kept)
+    curve = coverage_accuracy(after, y, np.round(np.linspace(0.0, 1.0, 21), 10))
+    kept = after.max(axis=1) >= threshold
+    return Calibration(
+        temperature=t, ece_before=expected_calibration_error(before, y, cfg.bins),
+        ece_after=expected_calibration_error(after, y, cfg.bins), refusal_threshold=threshold, n=int(len(y)),
+        simulation=simulation, nll_before=negative_log_likelihood(z, y), nll_after=negative_log_likelihood(z, y, t),
+        accuracy=float((after.argmax(axis=1) == y).mean()), target_accuracy=float(cfg.target_accuracy),
+        target_reached=reached, coverage_at_threshold=float(kept.mean()),
+        accuracy_at_threshold=float((after[kept].argmax(axis=1) == y[kept]).mean()) if kept.any() else None,
+        coverage_accuracy=curve.to_dict(), n_out_of_scope=int((~inside).sum()), seed=int(cfg.seed), bins=int(cfg.bins),
+    )
+
+
+def load_calibration(checkpoint: str | Path) -> Optional[dict]:
+    """``calibration.json`` beside the checkpoint's ``meta.json`` (checked), or None when there is none."""
+    from trainer.checkpoint import resolve
+
+    path = resolve(checkpoint) / CALIBRATION
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        t = float(data["temperature"])
+        threshold = data.get("refusal_threshold")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a calibration file ({err})") from err
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"{path}: temperature must be a positive number, got {data['temperature']!r}")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"{path}: refusal_threshold must be in [0, 1], got {threshold!r}")
+    data["path"] = str(path)
+    return data
+
+
+# ----------------------------------------------------------------------------- synthetic patterns
+
+
+def simulation_config(name: Optional[str], checkpoint_simulation: dict) -> tuple[Any, str]:
+    """The simulation config of the calibration patterns and its label: the checkpoint's own
+    (``name`` None) or ``conf/simulation/<name>.yaml``."""
+    from simulator import SimulationConfig
+
+    if not name or name == "checkpoint":
+        return SimulationConfig.from_any(checkpoint_simulation or None), "checkpoint"
+    path = Path(name)
+    if not path.suffix:
+        path = _conf_dir() / "simulation" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (_conf_dir() / "simulation").glob("*.yaml"))
+        raise FileNotFoundError(f"simulation config {path} not found (known: {', '.join(known)})")
+    return SimulationConfig.from_yaml(path), str(name)
+
+
+def load_statistics(which: str, run_config: dict):
+    """Generation statistics: the default database and split, or the checkpoint's run config."""
+    from generator.pipeline import default_config, prepare_data
+
+    if which == "run" and run_config:
+        return prepare_data(run_config).statistics
+    return prepare_data(default_config()).statistics
+
+
+def generator_config(name: str):
+    from generator import GeneratorConfig
+    from generator.config import as_config
+    from omegaconf import OmegaConf
+
+    path = _conf_dir() / "generator" / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"generator config {path} not found")
+    try:
+        return as_config(GeneratorConfig, OmegaConf.load(path))
+    except Exception as err:
+        raise ValueError(f"{path}: invalid generator config: {err}") from err
+
+
+def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: int, seed: int = 0,
+                     generator_cfg=None, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(n, C) float64 logits of ``model`` on ``n`` fresh synthetic patterns and their (n,) class
+    indices into ``space_groups`` (-1 for space groups the model does not classify)."""
+    import torch
+
+    from generator import CrystalSampler
+    from simulator import PatternSimulator
+
+    crystal_seed, pattern_seed = np.random.SeedSequence(int(seed)).spawn(2)
+    sampler = (CrystalSampler.from_config(statistics, generator_cfg, seed=crystal_seed) if generator_cfg is not None
+               else CrystalSampler(statistics, seed=crystal_seed))
+    sim = PatternSimulator(simulation)
+    rng = np.random.default_rng(pattern_seed)
+    index = {int(s): i for i, s in enumerate(space_groups)}
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    done = 0
+    while done < n:
+        crystals = sampler.sample_many(min(batch_size, n - done))
+        x = sim.patterns(crystals, rng)
+        with torch.no_grad():
+            out = model(torch.as_tensor(x, device=device))
+        logits.append(out["logits"].float().cpu().numpy().astype(np.float64))
+        labels += [index.get(int(c.space_group), -1) for c in crystals]
+        done += len(crystals)
+        log.info("calibration patterns: %d of %d", done, n)
+    return np.concatenate(logits), np.asarray(labels, np.int64)
+
+
+def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None = None,
+                         default_threshold: float = 0.45, statistics=None, write: bool = True,
+                         device: str = "cpu") -> tuple[Calibration, Optional[Path]]:
+    """Simulate ``cfg.n`` patterns, fit the checkpoint's temperature and refusal threshold and (with
+    ``write``) store ``calibration.json`` beside its ``meta.json``. ``statistics`` overrides
+    ``cfg.statistics`` (tests pass small hand-made statistics)."""
+    from trainer.checkpoint import load_for_inference, resolve
+
+    cfg = cfg or CalibrationConfig()
+    cfg.validate()
+    directory = resolve(checkpoint)
+    model, meta = load_for_inference(directory, device=device)
+    simulation, label = simulation_config(cfg.simulation, meta.simulation)
+    if simulation.n_points != meta.input_length:
+        raise ValueError(f"simulation {label!r} gives {simulation.n_points} points, the model at {directory} "
+                         f"expects {meta.input_length}")
+    stats_label = "given"
+    if statistics is None:
+        statistics = load_statistics(cfg.statistics, meta.config)
+        stats_label = cfg.statistics
+    logits, labels = synthetic_logits(model, [int(s) for s in meta.space_groups], statistics, simulation, cfg.n,
+                                      cfg.seed, generator_config(cfg.generator), cfg.batch_size)
+    result = calibrate_logits(logits, labels, cfg, default_threshold, label)
+    result.statistics, result.step = stats_label, int(meta.step)
+    path = result.save(directory) if write else None
+    return result, path

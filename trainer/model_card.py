@@ -1,0 +1,256 @@
+"""``MODEL_CARD.md`` of a bundled model, filled with what is known about it.
+
+Sections: model, training recipe, training (steps, patterns, hardware, wall time), accuracy per
+evaluation set (held-out, synthetic, xred, ...: top-1, top-5, crystal system), calibration
+(temperature, ECE before/after, refusal threshold) and coverage-accuracy points. Whatever was not
+measured says so instead of being left out. Used by :mod:`trainer.package`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Optional
+
+EVAL_ORDER = ("heldout", "synthetic", "xred")
+EVAL_TITLES = {"heldout": "held-out structure types (simulated)", "synthetic": "fresh synthetic crystals",
+               "xred": "measured patterns (xred)"}
+COVERAGE_POINTS = (0.0, 0.3, 0.45, 0.6, 0.8, 0.9)
+NOT_MEASURED = "not measured"
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * float(v):.1f} %" if isinstance(v, (int, float)) and math.isfinite(float(v)) else "–"
+
+
+def _num(v: Any, fmt: str = "{:.3f}") -> str:
+    return fmt.format(float(v)) if isinstance(v, (int, float)) and math.isfinite(float(v)) else "–"
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return NOT_MEASURED
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
+
+
+def _get(d: dict, path: str, default: Any = None) -> Any:
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return default
+        d = d[part]
+    return d
+
+
+def _params(meta) -> Optional[int]:
+    try:
+        from trainer.models import build_model
+
+        model = build_model(meta.model, meta.n_classes, meta.input_length)
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:  # the card is written even when the model cannot be rebuilt here
+        return None
+
+
+def _experiment(info, extra: dict) -> str:
+    if extra.get("experiment"):
+        return str(extra["experiment"])
+    run = info.run_dir
+    if run is not None and (run / ".hydra" / "overrides.yaml").exists():
+        from omegaconf import OmegaConf
+
+        try:
+            overrides = list(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
+        except Exception:
+            overrides = []
+        exp = [o.split("=", 1)[1] for o in map(str, overrides) if o.lstrip("+").startswith("experiment=")]
+        rest = [o for o in map(str, overrides) if not o.lstrip("+").startswith("experiment=")]
+        text = f"`+experiment={exp[0]}`" if exp else "none (the defaults of conf/train.yaml)"
+        return text + (f", overrides `{' '.join(rest)}`" if rest else "")
+    return "not recorded"
+
+
+def _hardware(info, extra: dict) -> str:
+    for value in (extra.get("hardware"), info.summary.get("hardware"), info.summary.get("train/hardware")):
+        if value:
+            return str(value)
+    t = info.config.get("trainer", {}) if isinstance(info.config, dict) else {}
+    workers = t.get("num_workers", 1)
+    device = "GPU" if t.get("use_gpu") else t.get("device", "?")
+    return f"not recorded (config: device {device}, {workers} worker{'s' if workers != 1 else ''})"
+
+
+def _eval_row(name: str, m: Optional[dict]) -> str:
+    title = EVAL_TITLES.get(name, name)
+    if not m:
+        return f"| {title} | {NOT_MEASURED} | | | |"
+    n = m.get("n_answered", m.get("n"))
+    return (f"| {title} | {n if n is not None else '–'} | {_pct(m.get('top1'))} | {_pct(m.get('top5'))} "
+            f"| {_pct(m.get('crystal_system_accuracy'))} |")
+
+
+def _coverage_rows(name: str, curve: dict, extra_threshold: Optional[float]) -> list[str]:
+    t = [float(x) for x in curve.get("thresholds", [])]
+    if not t:
+        return []
+    points = sorted(set(COVERAGE_POINTS) | ({round(extra_threshold, 2)} if extra_threshold is not None else set()))
+    rows = []
+    for p in points:
+        i = min(range(len(t)), key=lambda j: abs(t[j] - p))
+        if abs(t[i] - p) > 0.026:
+            continue
+        acc = curve["accuracy"][i]
+        rows.append(f"| {name} | {t[i]:.2f} | {_pct(curve['coverage'][i])} | {_pct(acc) if acc is not None else '–'} |")
+    return rows
+
+
+def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[dict], extra: dict,
+                dtype: str, size_mb: float) -> str:
+    """The Markdown model card."""
+    sim = meta.simulation or {}
+    grid = sim.get("grid", {})
+    cfg = info.config if isinstance(info.config, dict) else {}
+    n_params = _params(meta)
+    lines = [f"# {name}: space-group classifier for powder diffraction patterns", ""]
+    if extra.get("description"):
+        lines += [str(extra["description"]), ""]
+    lines += [
+        f"A `{meta.model.get('name', '?')}` network ({meta.model.get('arch', '?')}) that reads a powder X-ray "
+        f"diffraction pattern and gives probabilities over {meta.n_classes} space groups. It was trained with "
+        "crystalstream on patterns simulated from synthetic crystals only.",
+        "",
+        "```bash",
+        "python -m trainer.predict scan.xy            # the bundled model(s) when no --checkpoint is given",
+        "python -m trainer.evaluate --manifest M.csv --json",
+        "```",
+        "",
+        "## Model",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | `{meta.model.get('name', '?')}` ({meta.model.get('arch', '?')}) |",
+        f"| parameters | {n_params:,} |" if n_params is not None else "| parameters | – |",
+        f"| classes | {meta.n_classes} space groups: {', '.join(str(s) for s in meta.space_groups)} |",
+        f"| input | {meta.input_length} points, 2θ {grid.get('two_theta_min', '?')}–{grid.get('two_theta_max', '?')}° "
+        f"step {grid.get('step', '?')}°, λ = {sim.get('wavelength', '?')} Å, "
+        f"{'square-rooted' if sim.get('sqrt') else 'linear'} intensities |",
+        f"| volume head | {'yes' if meta.volume_norm else 'no'} |",
+        f"| weights | `model.safetensors`, {dtype}, {size_mb:.{1 if size_mb >= 1 else 3}f} MB "
+        "(weights only, no optimizer state) |",
+        "",
+        "## Training recipe",
+        "",
+        f"- experiment: {_experiment(info, extra)}",
+        f"- model config: `{json.dumps(meta.model, sort_keys=True)}`",
+    ]
+    opt = cfg.get("optimizer", {})
+    if opt:
+        lines.append(f"- optimizer: {opt.get('name', '?')}, learning rate {opt.get('lr', '?')}, schedule "
+                     f"{opt.get('schedule', '?')}")
+    clu = cfg.get("cluster", {})
+    if clu:
+        lines.append(f"- batch size {clu.get('batch_size', '?')}, source {clu.get('source', '?')}")
+    if cfg.get("generator"):
+        lines.append(f"- synthetic crystals: space-group prior {_get(cfg, 'generator.spacegroup_prior', '?')}, "
+                     f"database {_get(cfg, 'database.name', '?')}, split {_get(cfg, 'split.kind', _get(cfg, 'split.name', '?'))}")
+    imperfections = [k for k in ("gp_background", "vecsei_background", "noise", "impurity")
+                     if isinstance(sim.get(k), dict) and sim[k].get("enabled")]
+    lines.append(f"- simulation: {_get(sim, 'profile.shape', '?')} peaks, "
+                 + (f"imperfections: {', '.join(imperfections)}" if imperfections else "pure patterns (no imperfections)"))
+    if "seed" in cfg:
+        lines.append(f"- root seed {cfg['seed']}")
+    if info.run_dir is not None:
+        lines.append(f"- run folder at packaging: `{info.run_dir}` (its `config.yaml` is the full recipe; "
+                     "`meta.json` holds it too)")
+    s, tr = info.summary, info.last_train
+    steps = s.get("step", meta.step)
+    seen = s.get("samples_seen", meta.samples_seen)
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"- steps: {steps:,}" if isinstance(steps, int) else f"- steps: {steps}",
+        f"- patterns seen: {seen:,} (each simulated once, never repeated)" if isinstance(seen, int)
+        else f"- patterns seen: {seen}",
+        f"- hardware: {_hardware(info, extra)}",
+        "- wall time: " + (_duration(extra["wall_time_s"]) if isinstance(extra.get("wall_time_s"), (int, float)) else
+                           _duration(info.wall_time_s) + (" (from the run folder's file times)"
+                                                          if info.wall_time_source == "files" else "")),
+    ]
+    loss = s.get("train/loss", tr.get("loss"))
+    acc = s.get("train/accuracy", tr.get("accuracy"))
+    speed = s.get("train/samples_per_s", tr.get("samples_per_s"))
+    if loss is not None:
+        lines.append(f"- final training loss {_num(loss)}, batch accuracy {_pct(acc)}, {_num(speed, '{:.0f}')} patterns/s")
+
+    lines += ["", "## Accuracy", "",
+              "Top-1, top-5 and crystal-system accuracy over the answered patterns (n).", "",
+              "| set | n | top-1 | top-5 | crystal system |", "|---|---|---|---|---|"]
+    names = list(EVAL_ORDER) + [k for k in evaluations if k not in EVAL_ORDER]
+    lines += [_eval_row(k, evaluations.get(k)) for k in names]
+    during = {k: v for k, v in {**meta.metrics, **{k[5:]: v for k, v in s.items() if k.startswith("eval/")}}.items()
+              if k.endswith(("/top1", "/top5", "/crystal_system_accuracy"))}
+    if during:
+        sets = sorted({k.rsplit("/", 1)[0] for k in during})
+        lines += ["", f"Last evaluation during training (step {s.get('step', meta.step)}):", "",
+                  "| test set | top-1 | top-5 | crystal system |", "|---|---|---|---|"]
+        lines += [f"| {t} | {_pct(during.get(f'{t}/top1'))} | {_pct(during.get(f'{t}/top5'))} "
+                  f"| {_pct(during.get(f'{t}/crystal_system_accuracy'))} |" for t in sets]
+
+    lines += ["", "## Calibration", ""]
+    threshold = None
+    if calibration:
+        threshold = calibration.get("refusal_threshold")
+        lines += [
+            f"Temperature scaling fitted on {calibration.get('n', '?')} fresh synthetic patterns "
+            f"(simulation: {calibration.get('simulation', '?')}, seed {calibration.get('seed', '?')}); "
+            "`trainer.predict` and `trainer.evaluate` divide the logits by T.",
+            "",
+            "| | |", "|---|---|",
+            f"| temperature T | {_num(calibration.get('temperature'))} |",
+            f"| ECE before ({calibration.get('bins', 15)} bins) | {_pct(calibration.get('ece_before'))} |",
+            f"| ECE after | {_pct(calibration.get('ece_after'))} |",
+            f"| refusal threshold | {_num(threshold, '{:.2f}')} (target accuracy of the kept patterns "
+            f"{_pct(calibration.get('target_accuracy'))}"
+            + ("" if calibration.get("target_reached", True) else ", not reached: configured default") + ") |",
+            f"| kept / accuracy at the threshold (synthetic) | {_pct(calibration.get('coverage_at_threshold'))} / "
+            f"{_pct(calibration.get('accuracy_at_threshold'))} |",
+        ]
+    else:
+        lines.append("Not calibrated (no `calibration.json`): probabilities are the raw softmax and the refusal "
+                     "threshold is the configured default. Run `python -m trainer.calibrate --checkpoint RUN`.")
+
+    rows = []
+    if calibration and calibration.get("coverage_accuracy"):
+        rows += _coverage_rows("synthetic (calibration set)", calibration["coverage_accuracy"], threshold)
+    for k in names:
+        m = evaluations.get(k) or {}
+        if m.get("coverage_accuracy"):
+            rows += _coverage_rows(EVAL_TITLES.get(k, k), m["coverage_accuracy"], threshold)
+    lines += ["", "## Coverage and accuracy with refusal", ""]
+    if rows:
+        lines += ["Fraction of patterns answered (top probability at least the threshold) and the top-1 accuracy "
+                  "on them.", "", "| set | threshold | coverage | accuracy |", "|---|---|---|---|"] + rows
+    else:
+        lines.append(NOT_MEASURED + ".")
+
+    lines += ["", "## Intended use and limitations", "",
+              str(extra.get("intended_use") or "Ranking candidate space groups of a single-phase powder pattern "
+                  "before indexing and refinement; not a replacement for them."), ""]
+    limitations = extra.get("limitations") or [
+        "Trained only on simulated patterns; measured patterns with strong preferred orientation, several phases "
+        "or an unknown wavelength are harder.",
+        f"Knows only the {meta.n_classes} space groups listed above; any other is always answered wrongly.",
+        "Honour the REFUSED flag: below the refusal threshold the list is a guess.",
+    ]
+    lines += [f"- {x}" for x in (limitations if isinstance(limitations, list) else [limitations])]
+    if extra.get("notes"):
+        lines += ["", "## Notes", "", str(extra["notes"])]
+    lines += ["", "## Provenance", "",
+              f"- checkpoint: `{info.checkpoint}` (step {meta.step}, {'final' if meta.final else 'not final'}, "
+              f"created {meta.created or '?'})",
+              f"- packaged {time.strftime('%Y-%m-%d', time.gmtime())} with `python -m trainer.package`",
+              f"- license: {extra.get('license', 'as the crystalstream repository')}", ""]
+    return "\n".join(lines)

@@ -219,7 +219,8 @@ def summarise(patterns: dict, names: list[str]) -> dict:
 
 def plot(path: Path, name: str, rows: list[tuple[str, dict, MeasuredPattern]], curves: dict,
          sim: PatternSimulator) -> None:
-    """One panel per pattern: measurement (black) and the draws of ``name`` (colours), measured range shaded."""
+    """One panel per pattern: measurement (black on grey) and the draws of ``name`` (colours, on top); grey
+    bands: outside the measured range."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,9 +235,11 @@ def plot(path: Path, name: str, rows: list[tuple[str, dict, MeasuredPattern]], c
     for ax, (label, stats, measured) in zip(axes.flat, rows):
         x, y = measured.two_theta, measured.intensity
         span = y.max() - y.min()
+        scaled = (y - y.min()) / span if span > 0 else y * 0
+        ax.fill_between(x, 0, scaled, color="0.75", lw=0)  # stays visible under noisy draws
+        ax.plot(x, scaled, color="black", lw=0.5, label="measured")
         for k, draw in enumerate(curves.get(label, [])):
-            ax.plot(grid, draw, color=colours[k % len(colours)], lw=0.4, alpha=0.7, label=f"{name} draw {k + 1}")
-        ax.plot(x, (y - y.min()) / span if span > 0 else y * 0, color="black", lw=0.6, label="measured", zorder=3)
+            ax.plot(grid, draw, color=colours[k % len(colours)], lw=0.5, alpha=0.75, label=f"{name} draw {k + 1}")
         ax.axvline(x[0], color="grey", ls="--", lw=0.7)
         ax.axvline(x[-1], color="grey", ls="--", lw=0.7)
         lo, hi = min(x[0], grid[0]), max(x[-1], grid[-1])

@@ -31,7 +31,10 @@ class ProfileConfig:
     """Peak shape and width.
 
     shape: "gaussian" or "pseudo_voigt" (same FWHM for both parts, one mixing ``eta`` per pattern).
-    width: "scherrer" (crystallite size, K = ``scherrer_k``) or "caglioti" (FWHM^2 = U tan^2 + V tan + W, deg^2).
+    width: "scherrer" (crystallite size, K = ``scherrer_k``), "caglioti" (FWHM^2 = U tan^2 + V tan + W, deg^2)
+        or "scherrer_caglioti" (both: FWHM^2 = Scherrer^2 + Caglioti^2, sample and instrument broadening).
+    crystallite_size_log: draw the crystallite size log-uniformly (nanocrystals of a few nm as often as
+        grains of tens of nm) instead of uniformly.
     kalpha2: add the K-alpha2 line (``kalpha2_wavelength``, ``kalpha2_ratio`` of the K-alpha1 intensity).
     cutoff: each peak is rendered only where it exceeds ``cutoff`` times the tallest peak's height.
     margin_deg: peaks up to this far outside the grid are simulated too (their tails reach into it).
@@ -40,6 +43,7 @@ class ProfileConfig:
     shape: str = "gaussian"
     width: str = "scherrer"
     crystallite_size_nm: List[float] = field(default_factory=lambda: [20.0, 100.0])
+    crystallite_size_log: bool = False
     scherrer_k: float = 0.9
     caglioti_u: List[float] = field(default_factory=lambda: [0.0, 0.01])
     caglioti_v: List[float] = field(default_factory=lambda: [0.0, 0.0])
@@ -105,6 +109,69 @@ class ImpurityConfig:
 
 
 @dataclass
+class ShiftConfig:
+    """Peak shifts of a laboratory scan: a zero offset (deg 2-theta) and a sample displacement (mm) on a
+    Bragg-Brentano goniometer of ``goniometer_radius_mm`` (shift -2 s cos(theta) / R rad)."""
+
+    enabled: bool = False
+    zero_offset_deg: List[float] = field(default_factory=lambda: [-0.1, 0.1])
+    displacement_mm: List[float] = field(default_factory=lambda: [-0.15, 0.15])
+    goniometer_radius_mm: float = 240.0
+
+
+@dataclass
+class StrainConfig:
+    """Lattice strain applied to the cell before the peaks are computed: ``isotropic`` relative change of
+    every length, plus a symmetry-preserving anisotropic part with relative sd ``anisotropic_sd``."""
+
+    enabled: bool = False
+    isotropic: List[float] = field(default_factory=lambda: [-0.03, 0.01])
+    anisotropic_sd: float = 0.01
+
+
+@dataclass
+class TextureConfig:
+    """March-Dollase preferred orientation along a random low-index direction, on ``probability`` of the
+    patterns, with the March parameter r drawn from ``march_r`` (1: none, < 1 platelets, > 1 needles)."""
+
+    enabled: bool = False
+    probability: float = 0.5
+    march_r: List[float] = field(default_factory=lambda: [0.6, 1.4])
+
+
+@dataclass
+class HumpConfig:
+    """Amorphous hump (glass, holder, capillary): a Gaussian of ``height`` (fraction of the strongest peak)
+    at ``center`` deg with FWHM ``fwhm`` deg, on ``probability`` of the patterns."""
+
+    enabled: bool = False
+    probability: float = 0.3
+    center: List[float] = field(default_factory=lambda: [15.0, 35.0])
+    fwhm: List[float] = field(default_factory=lambda: [5.0, 20.0])
+    height: List[float] = field(default_factory=lambda: [0.0, 0.3])
+
+
+@dataclass
+class CountingConfig:
+    """Poisson counting noise: the pattern (peaks + background) is scaled to ``max_counts`` counts at its
+    maximum (drawn log-uniformly) and each point drawn from a Poisson distribution."""
+
+    enabled: bool = False
+    max_counts: List[float] = field(default_factory=lambda: [300.0, 100000.0])
+
+
+@dataclass
+class WindowConfig:
+    """Scans that cover only part of the grid: with ``probability`` the pattern is kept only between a start
+    drawn from ``start`` and an end drawn from ``end`` (deg) and filled outside as a measured pattern is."""
+
+    enabled: bool = False
+    probability: float = 0.5
+    start: List[float] = field(default_factory=lambda: [5.0, 30.0])
+    end: List[float] = field(default_factory=lambda: [60.0, 90.0])
+
+
+@dataclass
 class SimulationConfig:
     """Everything that turns a crystal into a model input.
 
@@ -123,6 +190,12 @@ class SimulationConfig:
     vecsei_background: VecseiBackgroundConfig = field(default_factory=VecseiBackgroundConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     impurity: ImpurityConfig = field(default_factory=ImpurityConfig)
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
+    strain: StrainConfig = field(default_factory=StrainConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
+    hump: HumpConfig = field(default_factory=HumpConfig)
+    counting: CountingConfig = field(default_factory=CountingConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
     sqrt: bool = True
     symmetry: bool = True
 
@@ -151,8 +224,8 @@ class SimulationConfig:
         p = self.profile
         if p.shape not in ("gaussian", "pseudo_voigt"):
             raise ValueError(f"profile.shape must be 'gaussian' or 'pseudo_voigt', got {p.shape!r}")
-        if p.width not in ("scherrer", "caglioti"):
-            raise ValueError(f"profile.width must be 'scherrer' or 'caglioti', got {p.width!r}")
+        if p.width not in ("scherrer", "caglioti", "scherrer_caglioti"):
+            raise ValueError(f"profile.width must be 'scherrer', 'caglioti' or 'scherrer_caglioti', got {p.width!r}")
         ranges = {"profile.crystallite_size_nm": p.crystallite_size_nm, "profile.caglioti_u": p.caglioti_u,
                   "profile.caglioti_v": p.caglioti_v, "profile.caglioti_w": p.caglioti_w, "profile.eta": p.eta,
                   "gp_background.length_scale": self.gp_background.length_scale,
@@ -160,7 +233,12 @@ class SimulationConfig:
                   "vecsei_background.step_steepness": self.vecsei_background.step_steepness,
                   "vecsei_background.bump_steepness": self.vecsei_background.bump_steepness,
                   "noise.additive_sd": self.noise.additive_sd, "noise.multiplicative_sd": self.noise.multiplicative_sd,
-                  "noise.uniform_amplitude": self.noise.uniform_amplitude, "impurity.weight": self.impurity.weight}
+                  "noise.uniform_amplitude": self.noise.uniform_amplitude, "impurity.weight": self.impurity.weight,
+                  "shift.zero_offset_deg": self.shift.zero_offset_deg, "shift.displacement_mm": self.shift.displacement_mm,
+                  "strain.isotropic": self.strain.isotropic, "texture.march_r": self.texture.march_r,
+                  "hump.center": self.hump.center, "hump.fwhm": self.hump.fwhm, "hump.height": self.hump.height,
+                  "counting.max_counts": self.counting.max_counts, "window.start": self.window.start,
+                  "window.end": self.window.end}
         for name, r in ranges.items():
             if len(r) != 2 or r[0] > r[1]:
                 raise ValueError(f"{name} must be [low, high] with low <= high, got {list(r)}")
@@ -168,6 +246,18 @@ class SimulationConfig:
             raise ValueError(f"profile.crystallite_size_nm must be positive, got {list(p.crystallite_size_nm)}")
         if not 0.0 <= p.eta[0] <= p.eta[1] <= 1.0:
             raise ValueError(f"profile.eta must lie in [0, 1], got {list(p.eta)}")
+        for name, low in (("texture.march_r", self.texture.march_r[0]), ("hump.fwhm", self.hump.fwhm[0]),
+                          ("counting.max_counts", self.counting.max_counts[0])):
+            if low <= 0:
+                raise ValueError(f"{name} must be positive, got low end {low}")
+        for name, prob in (("texture.probability", self.texture.probability), ("hump.probability", self.hump.probability),
+                           ("window.probability", self.window.probability)):
+            if not 0.0 <= prob <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {prob}")
+        if self.window.enabled and self.window.end[0] <= self.window.start[1]:
+            raise ValueError(f"window.end {list(self.window.end)} must lie above window.start {list(self.window.start)}")
+        if self.shift.goniometer_radius_mm <= 0 or self.strain.anisotropic_sd < 0:
+            raise ValueError("shift.goniometer_radius_mm must be positive and strain.anisotropic_sd >= 0")
         if not 0.0 <= self.impurity.weight[0] <= self.impurity.weight[1] <= 1.0:
             raise ValueError(f"impurity.weight must lie in [0, 1], got {list(self.impurity.weight)}")
 

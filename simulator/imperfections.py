@@ -19,8 +19,14 @@ def _uniform(rng: np.random.Generator, bounds) -> float:
 
 
 def _truncated_normal(rng: np.random.Generator, mean: float, sd: float, lo: float, hi: float) -> float:
+    """One draw of N(mean, sd) truncated to [lo, hi]: rejection while it accepts often (scipy's truncnorm
+    costs ~2 ms a draw), scipy's inverse CDF when the interval holds little of the mass."""
     if sd <= 0 or hi <= lo:
         return float(np.clip(mean, lo, hi))
+    for _ in range(32):
+        x = rng.normal(mean, sd)
+        if lo <= x <= hi:
+            return float(x)
     return float(truncnorm.rvs((lo - mean) / sd, (hi - mean) / sd, loc=mean, scale=sd, random_state=rng))
 
 
@@ -34,14 +40,18 @@ class GPBackground:
     def sample(self, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config
         length = _uniform(rng, c.length_scale)
-        # the GP is smooth on the scale of `length` (>= several degrees): sample it exactly on knots
-        # spaced length / knots_per_length_scale and interpolate linearly (error ~ 1e-3 of its amplitude)
-        n_knots = max(int(np.ceil((grid[-1] - grid[0]) / length * c.knots_per_length_scale)) + 1, 8)
-        knots = np.linspace(grid[0], grid[-1], n_knots)
-        diff = knots[:, None] - knots[None, :]
-        cov = c.amplitude ** 2 * np.exp(-0.5 * (diff / length) ** 2)
-        vals, vecs = np.linalg.eigh(cov)  # robust where the RBF covariance is numerically singular
-        sample = vecs @ (np.sqrt(np.clip(vals, 0.0, None)) * rng.standard_normal(n_knots))
+        # A stationary GP with the RBF kernel exp(-x^2 / (2 l^2)) is white noise convolved with a Gaussian of
+        # sd l / sqrt(2). Sample it that way on knots l / knots_per_length_scale apart (4 l of padding on each
+        # side) and interpolate linearly: O(knots) per draw instead of an eigen-decomposition (40 ms).
+        # The amplitude drops out (the sample is shifted to min 0 and scaled to a drawn sum below).
+        h = length / c.knots_per_length_scale
+        sd_knots = c.knots_per_length_scale / np.sqrt(2.0)
+        taps = np.arange(-int(np.ceil(4 * sd_knots)), int(np.ceil(4 * sd_knots)) + 1)
+        kernel = np.exp(-0.5 * (taps / sd_knots) ** 2)
+        n_knots = max(int(np.ceil((grid[-1] - grid[0]) / h)) + 1, 8)
+        noise = rng.standard_normal(n_knots + 2 * taps[-1])
+        sample = c.amplitude * np.convolve(noise, kernel, mode="valid")
+        knots = grid[0] + h * np.arange(n_knots)
         values = np.interp(grid, knots, sample)
         values -= values.min()
         total = values.sum()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.config import SimulationConfig
+from simulator import measurement as meas
 from simulator.imperfections import GPBackground, ImpurityMix, Noise, VecseiBackground, preprocess
 from simulator.peaks import Peaks, crystal_arrays, peaks_from_arrays
 from simulator.profiles import caglioti_fwhm, doublet_positions, render_peaks, scherrer_fwhm
@@ -14,13 +15,15 @@ from simulator.profiles import caglioti_fwhm, doublet_positions, render_peaks, s
 
 @dataclass
 class ProfileParameters:
-    """Per-pattern draws of the profile (units: nm, deg^2, dimensionless)."""
+    """Per-pattern draws of the profile and of the peak shifts (units: nm, deg^2, dimensionless, deg, mm)."""
 
     crystallite_size_nm: float
     caglioti_u: float
     caglioti_v: float
     caglioti_w: float
     eta: float
+    zero_offset_deg: float = 0.0
+    displacement_mm: float = 0.0
 
 
 class PatternSimulator:
@@ -43,33 +46,67 @@ class PatternSimulator:
         self._impurity = ImpurityMix(c.impurity) if c.impurity.enabled else None
 
     # -- peaks and profiles -------------------------------------------------------------------
-    def peaks(self, crystal) -> Peaks:
-        """Peaks at the configured wavelength over the grid plus the profile margin."""
+    def peaks(self, crystal, rng: np.random.Generator | None = None) -> Peaks:
+        """Peaks at the configured wavelength over the grid plus the profile margin.
+
+        With ``rng`` and the strain or texture sections enabled, the cell is strained before the
+        peaks are computed and the intensities get a March-Dollase factor (then rescaled to max 1).
+        """
         c = self.config
         lo = max(self.grid[0] - c.profile.margin_deg, 0.0)
-        hi = min(self.grid[-1] + c.profile.margin_deg, 179.9)
-        return peaks_from_arrays(crystal_arrays(crystal, symmetry=c.symmetry), c.wavelength, (lo, hi),
-                                 c.debye_waller_b, c.min_peak_intensity)
+        hi = min(self.grid[-1] + c.profile.margin_deg + 3.0 * c.shift.enabled, 179.9)
+        arrays = crystal_arrays(crystal, symmetry=c.symmetry)
+        if rng is not None and c.strain.enabled:
+            iso, aniso = meas.draw_strain(rng, c.strain.isotropic, c.strain.anisotropic_sd)
+            arrays.lattice = meas.strained_lattice(arrays.lattice, self._symmetry_of(crystal, arrays), iso, aniso)
+        peaks = peaks_from_arrays(arrays, c.wavelength, (lo, hi), c.debye_waller_b, c.min_peak_intensity)
+        if rng is not None and c.texture.enabled and len(peaks) and rng.random() < c.texture.probability:
+            r = meas.uniform(rng, c.texture.march_r, log=True)
+            factor = meas.march_dollase(peaks.hkl, arrays.lattice, self._symmetry_of(crystal, arrays),
+                                        meas.draw_texture_axis(rng), r)
+            inten = peaks.intensity * factor
+            peaks.intensity = inten / inten.max()
+        return peaks
+
+    @staticmethod
+    def _symmetry_of(crystal, arrays) -> np.ndarray:
+        """Laue rotations of ``crystal`` (spglib for an ordered pymatgen Structure whose arrays carry only
+        the Friedel pair), so strain and texture respect its symmetry."""
+        if len(arrays.rotations) <= 2 and hasattr(crystal, "sites") and crystal.is_ordered:
+            from simulator.laue import structure_laue_rotations
+
+            numbers = arrays.elements[arrays.species_index]
+            return structure_laue_rotations(arrays.lattice, arrays.frac_coords, numbers, symprec=1e-3)
+        return arrays.rotations
 
     def draw_profile(self, rng: np.random.Generator) -> ProfileParameters:
-        p = self.config.profile
-        u = lambda r: float(r[0]) if r[1] <= r[0] else float(rng.uniform(r[0], r[1]))  # noqa: E731
-        return ProfileParameters(u(p.crystallite_size_nm), u(p.caglioti_u), u(p.caglioti_v), u(p.caglioti_w),
-                                 u(p.eta) if p.shape == "pseudo_voigt" else 0.0)
+        c = self.config
+        p = c.profile
+        u = meas.uniform
+        shift = c.shift
+        return ProfileParameters(u(rng, p.crystallite_size_nm, log=p.crystallite_size_log), u(rng, p.caglioti_u),
+                                 u(rng, p.caglioti_v), u(rng, p.caglioti_w),
+                                 u(rng, p.eta) if p.shape == "pseudo_voigt" else 0.0,
+                                 u(rng, shift.zero_offset_deg) if shift.enabled else 0.0,
+                                 u(rng, shift.displacement_mm) if shift.enabled else 0.0)
 
     def fwhm(self, two_theta: np.ndarray, params: ProfileParameters) -> np.ndarray:
         """Peak FWHM in degrees at ``two_theta`` for one pattern's profile parameters."""
         p = self.config.profile
-        if p.width == "scherrer":
-            w = scherrer_fwhm(two_theta, self.config.wavelength, params.crystallite_size_nm, p.scherrer_k)
-        else:
-            w = caglioti_fwhm(two_theta, params.caglioti_u, params.caglioti_v, params.caglioti_w)
-        return np.maximum(w, p.min_fwhm_deg)
+        w = 0.0
+        if p.width in ("scherrer", "scherrer_caglioti"):
+            w = scherrer_fwhm(two_theta, self.config.wavelength, params.crystallite_size_nm, p.scherrer_k) ** 2
+        if p.width in ("caglioti", "scherrer_caglioti"):
+            w = w + caglioti_fwhm(two_theta, params.caglioti_u, params.caglioti_v, params.caglioti_w) ** 2
+        return np.maximum(np.sqrt(w), p.min_fwhm_deg)
 
     def render(self, peaks: Peaks, params: ProfileParameters) -> np.ndarray:
         """(N,) float64 profile sum on the grid (not yet scaled), K-alpha2 included if configured."""
         p = self.config.profile
         centers, inten = peaks.two_theta, peaks.intensity
+        if params.zero_offset_deg or params.displacement_mm:
+            centers = meas.shifted_positions(centers, params.zero_offset_deg, params.displacement_mm,
+                                             self.config.shift.goniometer_radius_mm)
         if p.kalpha2 and len(centers):
             second = doublet_positions(centers, peaks.wavelength, p.kalpha2_wavelength)
             ok = np.isfinite(second)
@@ -84,7 +121,7 @@ class PatternSimulator:
     # -- whole patterns ------------------------------------------------------------------------
     def pure(self, crystal, rng: np.random.Generator, params: ProfileParameters | None = None) -> np.ndarray:
         """(N,) float64 pure pattern scaled to max 1 (no background, noise or impurity)."""
-        out = self.render(self.peaks(crystal), params or self.draw_profile(rng))
+        out = self.render(self.peaks(crystal, rng), params or self.draw_profile(rng))
         top = out.max()
         return out / top if top > 0 else out
 
@@ -95,24 +132,38 @@ class PatternSimulator:
             x = self._impurity(x, impurity, rng)
         for background in self._backgrounds:
             x = background(x, self.grid, rng)
+        c = self.config
+        if c.hump.enabled and rng.random() < c.hump.probability:
+            x = x + meas.amorphous_hump(self.grid, meas.uniform(rng, c.hump.center), meas.uniform(rng, c.hump.fwhm),
+                                        meas.uniform(rng, c.hump.height))
+        if c.counting.enabled:
+            x = meas.counting_noise(x, meas.uniform(rng, c.counting.max_counts, log=True), rng)
         if self._noise is not None:
             x = self._noise(x, self.grid, rng)
         return x
 
-    def preprocess(self, intensity: np.ndarray) -> np.ndarray:
-        """Exactly the training-time scaling (min-max to [0, 1], optional sqrt) of (N,) or (B, N) patterns
-        already on :attr:`grid`; use it for measured patterns at inference. Returns float32."""
+    def preprocess(self, intensity: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Exactly the training-time scaling of (N,) or (B, N) patterns already on :attr:`grid`: points outside
+        ``mask`` (the part a scan covers) filled with the lowest value inside, min-max to [0, 1], optional
+        sqrt. Measured patterns go through the same call at inference. Returns float32."""
         x = np.asarray(intensity)
         if x.shape[-1] != self.grid.shape[0]:
             raise ValueError(f"pattern has {x.shape[-1]} points, the grid {self.grid.shape[0]}; "
                              "interpolate it onto PatternSimulator.grid first")
-        return preprocess(x, self.config.sqrt)
+        return preprocess(meas.fill_outside(x, mask), self.config.sqrt)
+
+    def draw_window(self, rng: np.random.Generator) -> np.ndarray | None:
+        """(N,) bool mask of a random scan window, or None (the whole grid) when the window is off or not drawn."""
+        w = self.config.window
+        if not w.enabled or rng.random() >= w.probability:
+            return None
+        return meas.window_mask(self.grid, meas.uniform(rng, w.start), meas.uniform(rng, w.end))
 
     def pattern(self, crystal, rng: np.random.Generator, impurity=None) -> np.ndarray:
         """(N,) float32 model input in [0, 1] for one crystal; ``impurity``: a second crystal for the impurity phase."""
         pure = self.pure(crystal, rng)
         imp = self.pure(impurity, rng) if (impurity is not None and self._impurity is not None) else None
-        return self.preprocess(self.imperfect(pure, rng, imp))
+        return self.preprocess(self.imperfect(pure, rng, imp), self.draw_window(rng))
 
     def patterns(self, crystals, rng: np.random.Generator, impurities=None) -> np.ndarray:
         """(B, N) float32 batch. With the impurity phase enabled and no ``impurities`` given, crystal i's
@@ -130,7 +181,7 @@ class PatternSimulator:
                     imp = self.pure(impurities[i], rng)
                 elif partners[i] is not None:
                     imp = pures[partners[i]]
-            out[i] = self.preprocess(self.imperfect(pure, rng, imp))
+            out[i] = self.preprocess(self.imperfect(pure, rng, imp), self.draw_window(rng))
         return out
 
     def timing(self, crystals, rng: np.random.Generator) -> dict[str, float]:

@@ -31,7 +31,7 @@ def _gauss_pattern(centres, x=None, width=0.08):
     return x, y
 
 
-def _scale_sqrt(y):
+def _scale_sqrt(y, mask=None):
     return np.sqrt(y / y.max())
 
 
@@ -109,7 +109,7 @@ def test_prepared_peaks_land_where_the_model_expects_them():
 
 
 def test_lorentz_polarisation_ratio_applied():
-    spec = InputSpec(grid=GRID, axis="two_theta", wavelength=CU, preprocess=lambda y: y)
+    spec = InputSpec(grid=GRID, axis="two_theta", wavelength=CU, preprocess=lambda y, mask=None: y)
     x = np.arange(5.0, 45.0, 0.01)
     y = np.ones_like(x)
     on = prepare_pattern(MeasuredPattern(x, y, MO, Path("a")), spec, PatternConfig(baseline="none"))
@@ -135,7 +135,7 @@ def test_mask_and_minimum_range():
 
 def test_inverse_d_axis_divides_by_lorentz_polarisation():
     grid = np.linspace(0.1131, 1.0625, 2001)
-    spec = InputSpec(grid=grid, axis="inverse_d", wavelength=None, preprocess=lambda y: y / y.max(),
+    spec = InputSpec(grid=grid, axis="inverse_d", wavelength=None, preprocess=lambda y, mask=None: y / y.max(),
                      lorentz_polarisation=False)
     x = np.arange(10.0, 110.0, 0.02)
     lp = lorentz_polarisation(x)
@@ -216,3 +216,23 @@ _XRDML = """<?xml version="1.0" encoding="UTF-8"?>
   </xrdMeasurement>
 </xrdMeasurements>
 """
+
+
+def test_partial_scan_prepared_like_a_windowed_training_pattern(tmp_path):
+    """A scan covering 20-60 deg reaches the model exactly as a simulated pattern with that scan window."""
+    from simulator import PatternSimulator
+    from simulator.measurement import window_mask
+
+    sim = PatternSimulator({"grid": {"two_theta_min": 5.0, "two_theta_max": 90.0, "step": 0.02}})
+    spec = InputSpec(grid=sim.grid, axis="two_theta", wavelength=sim.config.wavelength, preprocess=sim.preprocess)
+    x = np.arange(20.0, 60.0 + 1e-9, 0.02)
+    y = 50.0 + 1000.0 * np.exp(-0.5 * ((x - 31.7) / 0.1) ** 2)
+    path = write_xy(tmp_path / "partial.xy", x, y, wavelength=sim.config.wavelength)
+    prepared = prepare_pattern(read_pattern(path), spec, PatternConfig(baseline="min"))
+    mask = window_mask(sim.grid, 20.0, 60.0)
+    np.testing.assert_array_equal(prepared.mask, mask)
+    on_grid = np.zeros(sim.grid.shape)
+    on_grid[mask] = np.interp(sim.grid[mask], x, y - y.min())
+    # the file holds 6 significant digits; the square root magnifies their rounding in the tails
+    np.testing.assert_allclose(prepared.values, sim.preprocess(on_grid, mask), atol=2e-3)
+    assert prepared.values[~mask].max() == 0.0 and prepared.values.max() == pytest.approx(1.0)

@@ -103,15 +103,16 @@ class InputSpec:
             1/Angstrom (``axis="inverse_d"``).
         axis: "two_theta" or "inverse_d".
         wavelength: Angstrom, for "two_theta" axes.
-        preprocess: maps intensities on the grid (N,) to model inputs (N,), exactly as in training
-            (the simulator's ``preprocess``).
+        preprocess: maps intensities on the grid (N,) and the (N,) bool mask of the part the scan covers
+            to model inputs (N,), exactly as in training (the simulator's ``preprocess``, which also
+            prepares its randomly windowed patterns).
         lorentz_polarisation: whether the training patterns carry the Lorentz-polarisation factor.
     """
 
     grid: np.ndarray
     axis: str = "two_theta"
     wavelength: float | None = 1.5406
-    preprocess: Callable[[np.ndarray], np.ndarray] = field(default=lambda y: y, compare=False)
+    preprocess: Callable[..., np.ndarray] = field(default=lambda y, mask=None: y, compare=False)
     lorentz_polarisation: bool = True
 
 
@@ -370,7 +371,7 @@ def prepare_pattern(pattern: MeasuredPattern, spec: InputSpec, cfg: PatternConfi
     on_grid = np.clip(on_grid, 0.0, None)
     if not on_grid.any():
         raise PatternError(src, "no signal inside the model's range after baseline removal")
-    values = np.asarray(spec.preprocess(on_grid), dtype=np.float32)
+    values = np.asarray(spec.preprocess(on_grid, mask), dtype=np.float32)
     if values.shape != grid.shape or not np.isfinite(values).all():
         raise ValueError(f"{src}: preprocessing returned {values.shape} values or non-finite numbers")
     return PreparedPattern(values=values, mask=mask, coverage=coverage, wavelength=float(wl))

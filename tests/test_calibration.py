@@ -57,8 +57,13 @@ def test_calibrate_logits_report_and_fallback():
     logits, labels = _sharpened(3.0, n=2000)
     labels = labels.copy()
     labels[:10] = -1  # outside the model's classes: left out
-    c = calibrate_logits(logits, labels, CalibrationConfig(target_accuracy=0.9), default_threshold=0.45)
+    c = calibrate_logits(logits, labels, CalibrationConfig(target_accuracy=0.9), default_threshold=0.45,
+                         space_groups=list(range(1, 11)))
     assert c.n == 1990 and c.n_out_of_scope == 10
+    assert c.synthetic["n"] == 1990 and c.synthetic["top1"] == pytest.approx(c.accuracy)
+    assert c.synthetic["top1"] < c.synthetic["top5"] < 1.0
+    # space groups 1-2 are triclinic, 3-10 monoclinic: a wrong class is often the right system
+    assert c.synthetic["top1"] < c.synthetic["crystal_system_accuracy"] < 1.0
     assert c.temperature == pytest.approx(3.0, rel=0.1) and c.ece_after < c.ece_before
     assert c.target_reached and 0.0 < c.refusal_threshold <= 1.0 and c.accuracy_at_threshold >= 0.9
     assert c.coverage_accuracy["coverage"][0] == 1.0

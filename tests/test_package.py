@@ -100,7 +100,8 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
                                                        "model.safetensors"]
     card = (model / "MODEL_CARD.md").read_text()
     for text in ("+experiment=parkcnn_medium", "1x H200", "1 h 02 min", "29.4 %", "64.7 %", "58.8 %",
-                 "| temperature T | 1.700 |", "12.0 %", "3.0 %", "0.55", "| measured patterns (xred) | 0.45 | 25.0 % | – |",
+                 "| temperature T | 1.700 |", "12.0 %", "3.0 %", "0.55", "| 0.45 | 80.0 % / 75.0 % | 25.0 % / – |",
+                 "| 0.55 (in use) | 70.0 % / 82.0 % | – |",
                  "| held-out structure types (simulated) | not measured", "| fresh synthetic crystals | 256 | 61.0 %",
                  "float32", "1,920"):
         assert text in card, text

@@ -182,6 +182,8 @@ class Calibration:
         target_reached: False when no threshold reached it and the default was stored.
         coverage_at_threshold, accuracy_at_threshold: fraction kept and their accuracy at the threshold.
         coverage_accuracy: {"thresholds", "coverage", "accuracy"} of the calibrated probabilities.
+        synthetic: {"n", "top1", "top5", "crystal_system_accuracy"} on these patterns (fractions; the
+            crystal system only when the class list was given).
         n_out_of_scope: simulated patterns left out (space group outside the model's classes).
         statistics, seed, bins, step, created: provenance.
     """
@@ -200,6 +202,7 @@ class Calibration:
     coverage_at_threshold: float = float("nan")
     accuracy_at_threshold: Optional[float] = None
     coverage_accuracy: dict = field(default_factory=dict)
+    synthetic: dict = field(default_factory=dict)
     n_out_of_scope: int = 0
     statistics: str = ""
     seed: int = 0
@@ -230,9 +233,11 @@ def _finite(obj: Any) -> Any:
 
 
 def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationConfig | None = None,
-                     default_threshold: float = 0.45, simulation: str = "checkpoint") -> Calibration:
+                     default_threshold: float = 0.45, simulation: str = "checkpoint",
+                     space_groups: Optional[list[int]] = None) -> Calibration:
     """Fit T on (B, C) logits and (B,) labels (-1: outside the classes, left out), measure the ECE
-    before/after and choose the refusal threshold on the calibrated probabilities."""
+    before/after and choose the refusal threshold on the calibrated probabilities. ``space_groups``
+    (the class list) adds the crystal-system accuracy to the synthetic figures."""
     from trainer.ensemble import coverage_accuracy, softmax
 
     cfg = cfg or CalibrationConfig()
@@ -250,6 +255,15 @@ def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationCon
                                                   cfg.min_kept)
     curve = coverage_accuracy(after, y, np.round(np.linspace(0.0, 1.0, 21), 10))
     kept = after.max(axis=1) >= threshold
+    order = np.argsort(-z, axis=1, kind="stable")
+    rank = (order == y[:, None]).argmax(axis=1)
+    synthetic = {"n": int(len(y)), "top1": float((rank < 1).mean()), "top5": float((rank < 5).mean())}
+    if space_groups is not None:
+        from generator.symmetry import crystal_system
+
+        systems = [crystal_system(int(s)) for s in space_groups]
+        pred = z.argmax(axis=1)
+        synthetic["crystal_system_accuracy"] = float(np.mean([systems[a] == systems[b] for a, b in zip(pred, y)]))
     return Calibration(
         temperature=t, ece_before=expected_calibration_error(before, y, cfg.bins),
         ece_after=expected_calibration_error(after, y, cfg.bins), refusal_threshold=threshold, n=int(len(y)),
@@ -257,7 +271,7 @@ def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationCon
         accuracy=float((after.argmax(axis=1) == y).mean()), target_accuracy=float(cfg.target_accuracy),
         target_reached=reached, coverage_at_threshold=float(kept.mean()),
         accuracy_at_threshold=float((after[kept].argmax(axis=1) == y[kept]).mean()) if kept.any() else None,
-        coverage_accuracy=curve.to_dict(), n_out_of_scope=int((~inside).sum()), seed=int(cfg.seed), bins=int(cfg.bins),
+        coverage_accuracy=curve.to_dict(), synthetic=synthetic, n_out_of_scope=int((~inside).sum()), seed=int(cfg.seed), bins=int(cfg.bins),
     )
 
 
@@ -376,7 +390,7 @@ def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None =
         stats_label = cfg.statistics
     logits, labels = synthetic_logits(model, [int(s) for s in meta.space_groups], statistics, simulation, cfg.n,
                                       cfg.seed, generator_config(cfg.generator), cfg.batch_size)
-    result = calibrate_logits(logits, labels, cfg, default_threshold, label)
+    result = calibrate_logits(logits, labels, cfg, default_threshold, label, [int(s) for s in meta.space_groups])
     result.statistics, result.step = stats_label, int(meta.step)
     path = result.save(directory) if write else None
     return result, path

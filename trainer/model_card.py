@@ -69,7 +69,7 @@ def _experiment(info, extra: dict) -> str:
         rest = [o for o in map(str, overrides) if not o.lstrip("+").startswith("experiment=")]
         text = f"`+experiment={exp[0]}`" if exp else "none (the defaults of conf/train.yaml)"
         return text + (f", overrides `{' '.join(rest)}`" if rest else "")
-    return "not recorded"
+    return "not recorded (the run config below is complete; `experiment` in --card-extra names it)"
 
 
 def _hardware(info, extra: dict) -> str:
@@ -91,19 +91,28 @@ def _eval_row(name: str, m: Optional[dict]) -> str:
             f"| {_pct(m.get('crystal_system_accuracy'))} |")
 
 
-def _coverage_rows(name: str, curve: dict, extra_threshold: Optional[float]) -> list[str]:
+def _coverage_cell(curve: dict, threshold: float) -> str:
+    """"coverage / accuracy" of a coverage-accuracy curve at its threshold nearest ``threshold``."""
     t = [float(x) for x in curve.get("thresholds", [])]
     if not t:
+        return "–"
+    i = min(range(len(t)), key=lambda j: abs(t[j] - threshold))
+    if abs(t[i] - threshold) > 0.026:
+        return "–"
+    acc = curve["accuracy"][i]
+    return f"{_pct(curve['coverage'][i])} / {_pct(acc) if acc is not None else '–'}"
+
+
+def _coverage_table(curves: dict[str, dict], threshold: Optional[float]) -> list[str]:
+    """Rows: refusal thresholds (the calibrated one marked); columns: sets; cells: coverage / accuracy."""
+    if not curves:
         return []
-    points = sorted(set(COVERAGE_POINTS) | ({round(extra_threshold, 2)} if extra_threshold is not None else set()))
-    rows = []
+    points = sorted(set(COVERAGE_POINTS) | ({round(float(threshold), 2)} if threshold is not None else set()))
+    lines = ["| threshold | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
     for p in points:
-        i = min(range(len(t)), key=lambda j: abs(t[j] - p))
-        if abs(t[i] - p) > 0.026:
-            continue
-        acc = curve["accuracy"][i]
-        rows.append(f"| {name} | {t[i]:.2f} | {_pct(curve['coverage'][i])} | {_pct(acc) if acc is not None else '–'} |")
-    return rows
+        mark = " (in use)" if threshold is not None and abs(p - float(threshold)) < 1e-9 else ""
+        lines.append(f"| {p:.2f}{mark} | " + " | ".join(_coverage_cell(c, p) for c in curves.values()) + " |")
+    return lines
 
 
 def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[dict], extra: dict,
@@ -136,7 +145,7 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
         f"| input | {meta.input_length} points, 2θ {grid.get('two_theta_min', '?')}–{grid.get('two_theta_max', '?')}° "
         f"step {grid.get('step', '?')}°, λ = {sim.get('wavelength', '?')} Å, "
         f"{'square-rooted' if sim.get('sqrt') else 'linear'} intensities |",
-        f"| volume head | {'yes' if meta.volume_norm else 'no'} |",
+        f"| volume head | {'yes' if meta.model.get('volume_head') and meta.volume_norm else 'no'} |",
         f"| weights | `model.safetensors`, {dtype}, {size_mb:.{1 if size_mb >= 1 else 3}f} MB "
         "(weights only, no optimizer state) |",
         "",
@@ -189,7 +198,11 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
               "Top-1, top-5 and crystal-system accuracy over the answered patterns (n).", "",
               "| set | n | top-1 | top-5 | crystal system |", "|---|---|---|---|---|"]
     names = list(EVAL_ORDER) + [k for k in evaluations if k not in EVAL_ORDER]
-    lines += [_eval_row(k, evaluations.get(k)) for k in names]
+    rows = {k: _eval_row(k, evaluations.get(k)) for k in names}
+    if not evaluations.get("synthetic") and calibration and calibration.get("synthetic"):
+        rows["synthetic"] = _eval_row("synthetic", calibration["synthetic"]).replace(
+            EVAL_TITLES["synthetic"], EVAL_TITLES["synthetic"] + " (calibration set)", 1)
+    lines += [rows[k] for k in names]
     during = {k: v for k, v in {**meta.metrics, **{k[5:]: v for k, v in s.items() if k.startswith("eval/")}}.items()
               if k.endswith(("/top1", "/top5", "/crystal_system_accuracy"))}
     if during:
@@ -222,17 +235,17 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
         lines.append("Not calibrated (no `calibration.json`): probabilities are the raw softmax and the refusal "
                      "threshold is the configured default. Run `python -m trainer.calibrate --checkpoint RUN`.")
 
-    rows = []
+    curves = {}
     if calibration and calibration.get("coverage_accuracy"):
-        rows += _coverage_rows("synthetic (calibration set)", calibration["coverage_accuracy"], threshold)
+        curves["synthetic (calibration set)"] = calibration["coverage_accuracy"]
     for k in names:
         m = evaluations.get(k) or {}
         if m.get("coverage_accuracy"):
-            rows += _coverage_rows(EVAL_TITLES.get(k, k), m["coverage_accuracy"], threshold)
+            curves[EVAL_TITLES.get(k, k)] = m["coverage_accuracy"]
     lines += ["", "## Coverage and accuracy with refusal", ""]
-    if rows:
-        lines += ["Fraction of patterns answered (top probability at least the threshold) and the top-1 accuracy "
-                  "on them.", "", "| set | threshold | coverage | accuracy |", "|---|---|---|---|"] + rows
+    if curves:
+        lines += ["Per refusal threshold: the fraction of patterns answered (top probability at least the "
+                  "threshold) / the top-1 accuracy on them.", ""] + _coverage_table(curves, threshold)
     else:
         lines.append(NOT_MEASURED + ".")
 

@@ -181,6 +181,7 @@ def export_weights(source: Path, dest: Path, dtype: str = "auto", max_mb: float 
         raise ValueError(f"{source}: the weights take {mb:.1f} MB as {dtype}, more than --max-mb {max_mb:g}")
     out = {k: (t.to(DTYPES[dtype]) if t.is_floating_point() else t).contiguous() for k, t in weights.items()}
     save_file(out, str(dest), metadata={"format": "pt", "dtype": dtype})
+    os.chmod(dest, 0o644)  # readable by everyone once installed (the writer may create it private)
     return dtype, dest.stat().st_size / 2 ** 20
 
 

@@ -265,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not load_meta(out).final:
+        print(f"warning: {args.source} is not the final checkpoint of its run (training may not have ended)",
+              file=sys.stderr)
     size = (out / WEIGHTS).stat().st_size / 2 ** 20
     dtype = json.loads(_safetensors_header(out / WEIGHTS)).get("__metadata__", {}).get("dtype", "?")
     print(f"bundled {out}: {WEIGHTS} ({dtype}, {size:.1f} MB), {META}"

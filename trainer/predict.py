@@ -5,7 +5,8 @@
 Without ``--checkpoint`` the models bundled in ``trainer/pretrained/`` are used (several form an
 ensemble). A checkpoint with a ``calibration.json`` (``python -m trainer.calibrate``) has its
 logits divided by the fitted temperature, and its refusal threshold replaces the configured one
-unless ``--threshold`` is given.
+unless ``--threshold`` is given (an ensemble uses the mean of its members' thresholds when every
+member is calibrated, else the configured one).
 
 Each file is read, checked and brought onto every model's input exactly as the training patterns
 were made (see :mod:`trainer.patterns`); the members' class probabilities are averaged

@@ -88,3 +88,24 @@ def test_dropout_only_when_configured():
     assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
     assert sum(isinstance(m, torch.nn.Dropout) for m in dropped.modules()) == 5
     assert count_parameters(plain) == count_parameters(dropped)
+
+
+def test_convnet_shapes_norm_and_single_pattern():
+    """The compact CNN: (B, N) -> logits, batch-independent outputs with GroupNorm, BatchNorm selectable."""
+    import torch
+
+    from trainer.models import build_model
+
+    cfg = {"name": "convnet", "arch": "convnet", "hidden": [64], "stage_channels": [8, 16, 16], "kernel_size": 5,
+           "stem_channels": 8, "stem_kernel": 7, "stem_stride": 2, "norm_groups": 4}
+    model = build_model(cfg, 7, 500).eval()
+    x = torch.rand(3, 500)
+    out = model(x)["logits"]
+    assert out.shape == (3, 7)
+    # per-sample normalisation: a pattern's output does not depend on the rest of the batch
+    torch.testing.assert_close(model(x[:1])["logits"], out[:1], atol=1e-5, rtol=1e-5)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    bn = build_model({**cfg, "norm_groups": 0}, 7, 500)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in bn.modules())
+    # peak positions matter: the features are flattened, not pooled, so their number follows the input length
+    assert model.backbone.out_features == 16 * model.backbone.out_length and model.backbone.out_length == 32

@@ -199,3 +199,26 @@ def test_wandb_offline_logger(tmp_path, monkeypatch):
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert (tmp_path / "train.csv").exists()  # local metrics are written as well
     assert load_training_state(result.final_checkpoint).extra["wandb_id"]
+
+
+def test_cosine_schedule_warms_up_and_decays():
+    from trainer.config import OptimizerConfig
+    from trainer.optim import lr_factor
+
+    cfg = OptimizerConfig(schedule="cosine", warmup_steps=10, total_steps=110, min_lr_factor=0.1)
+    assert lr_factor(0, cfg, 100) == pytest.approx(0.1)
+    assert lr_factor(9, cfg, 100) == pytest.approx(1.0)
+    assert lr_factor(60, cfg, 100) == pytest.approx(0.55)
+    assert lr_factor(110, cfg, 100) == pytest.approx(0.1)
+    assert lr_factor(500, cfg, 100) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="total_steps"):
+        lr_factor(0, OptimizerConfig(schedule="cosine"), 100)
+
+
+def test_label_smoothing_raises_the_loss_of_confident_right_answers():
+    logits = torch.tensor([[10.0, 0.0, 0.0]])
+    y = torch.tensor([0])
+    v = torch.zeros(1)
+    plain = compute_loss({"logits": logits}, y, v, None, 1.0)[0]
+    smooth = compute_loss({"logits": logits}, y, v, None, 1.0, label_smoothing=0.1)[0]
+    assert smooth > plain + 0.1

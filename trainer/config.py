@@ -33,8 +33,8 @@ def to_dict(cfg: Any) -> dict:
 class ModelConfig:
     """Architecture of a space-group classifier (conf/model/*.yaml).
 
-    ``arch`` picks the backbone: "park" (Park et al. CNN) or "resnet" (1D ResNet). Fields of the
-    other backbone are ignored.
+    ``arch`` picks the backbone: "park" (Park et al. CNN), "resnet" (1D ResNet) or "convnet" (compact
+    normalised CNN for CPUs). Fields of the other backbones are ignored.
     """
 
     name: str = "parkcnn_small"
@@ -60,6 +60,9 @@ class ModelConfig:
     stem_pool: int = 3
     stem_pool_stride: int = 2
     width_multiplier: float = 1.0
+    # Compact CNN ("convnet"; also uses kernel_size, norm_groups and the stem fields above)
+    stage_channels: list[int] = field(default_factory=lambda: [32, 48, 64, 96, 128, 160, 192])
+    stage_double: bool = False  # a second, residual stride-1 convolution in every stage
     # Second head regressing the z-scored log cell volume (multi-task).
     volume_head: bool = False
     volume_hidden: list[int] = field(default_factory=lambda: [256, 64])
@@ -85,6 +88,8 @@ class OptimizerConfig:
     gamma: float = 0.5
     warmup_steps: int = 0
     grad_clip: Optional[float] = None
+    total_steps: int = 0  # "cosine": steps over which the rate decays to min_lr_factor (the run's max_steps)
+    min_lr_factor: float = 0.02
 
 
 @dataclass
@@ -97,6 +102,7 @@ class TrainerConfig:
     batch_timeout_s: float = 300.0  # fail with a clear message after this long without a batch
     max_bad_batches: int = 20  # consecutive skipped batches (non-finite loss, bad data) before giving up
     volume_loss_weight: float = 1.0
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     compile: bool = False  # torch.compile (CUDA only; ignored on the CPU)

@@ -137,10 +137,12 @@ def to_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.
 
 
 def compute_loss(out: dict[str, torch.Tensor], y: torch.Tensor, log_volume: torch.Tensor,
-                 volume_norm: Optional[dict], volume_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Cross-entropy plus ``volume_weight`` x MAE of the z-scored log volume (when there is a volume head)."""
+                 volume_norm: Optional[dict], volume_weight: float,
+                 label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Cross-entropy (optionally label-smoothed) plus ``volume_weight`` x MAE of the z-scored log volume
+    (when there is a volume head)."""
     logits = out["logits"].float()
-    ce = F.cross_entropy(logits, y)
+    ce = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     parts = {"ce": ce.detach()}
     loss = ce
     if "log_volume" in out and volume_norm is not None:
@@ -355,7 +357,7 @@ def fit(
                 x, y, v = to_tensors(batch, device)
                 with autocast:
                     out = train_model(x)
-                loss, parts = compute_loss(out, y, v, spec.volume_norm, tcfg.volume_loss_weight)
+                loss, parts = compute_loss(out, y, v, spec.volume_norm, tcfg.volume_loss_weight, tcfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 # Gradients are identical on every rank after DDP's all-reduce, so this decision is too.

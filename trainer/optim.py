@@ -1,6 +1,7 @@
-"""Adam and the paper's learning-rate schedules."""
+"""Adam/AdamW, the paper's learning-rate schedules and a warm-up + cosine decay."""
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import torch
@@ -27,7 +28,12 @@ def lr_factor(step: int, cfg: OptimizerConfig, batches_per_epoch: int) -> float:
     if cfg.schedule == "step":
         period = max(1, cfg.step_epochs * batches_per_epoch)
         return factor * cfg.gamma ** (step // period)
-    raise ValueError(f"unknown schedule {cfg.schedule!r} (constant | step)")
+    if cfg.schedule == "cosine":
+        if cfg.total_steps <= 0:
+            raise ValueError("optimizer.total_steps must be positive for the cosine schedule (the run's max_steps)")
+        t = min(max(step - cfg.warmup_steps, 0) / max(cfg.total_steps - cfg.warmup_steps, 1), 1.0)
+        return factor * (cfg.min_lr_factor + (1.0 - cfg.min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * t)))
+    raise ValueError(f"unknown schedule {cfg.schedule!r} (constant | step | cosine)")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, batches_per_epoch: int):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from trainer.config import ModelConfig, typed
+from trainer.models.convnet import ConvNetBackbone
 from trainer.models.heads import mlp
 from trainer.models.park import ParkBackbone
 from trainer.models.resnet import RESNET_SPECS, ResNet1DBackbone
@@ -82,8 +83,21 @@ def build_model(model_cfg: Any, n_classes: int, input_length: int) -> SpaceGroup
             stem_pool_stride=cfg.stem_pool_stride,
             width_multiplier=cfg.width_multiplier,
         )
+    elif cfg.arch == "convnet":
+        backbone = ConvNetBackbone(
+            input_length,
+            channels=cfg.stage_channels,
+            kernel=cfg.kernel_size,
+            stem_channels=cfg.stem_channels,
+            stem_kernel=cfg.stem_kernel,
+            stem_stride=cfg.stem_stride,
+            norm="group" if cfg.norm_groups > 0 else "batch",
+            groups=cfg.norm_groups,
+            double=cfg.stage_double,
+            dropout=cfg.dropout_conv,
+        )
     else:
-        raise ValueError(f"unknown model arch {cfg.arch!r} (park | resnet)")
+        raise ValueError(f"unknown model arch {cfg.arch!r} (park | resnet | convnet)")
     return SpaceGroupNet(backbone, n_classes, cfg)
 
 

@@ -31,13 +31,32 @@ def _truncated_normal(rng: np.random.Generator, mean: float, sd: float, lo: floa
 
 
 @dataclass
+class GPDraw:
+    """One GP background draw: values (K,) at knots ``start + step * k`` (deg) and the sum ``scale`` of the
+    background over the grid. :meth:`evaluate` interpolates, shifts to min 0 and scales to that sum."""
+
+    start: float
+    step: float
+    values: np.ndarray
+    scale: float
+
+    def evaluate(self, grid: np.ndarray) -> np.ndarray:
+        knots = self.start + self.step * np.arange(len(self.values))
+        values = np.interp(grid, knots, self.values)
+        values -= values.min()
+        total = values.sum()
+        return values / total * self.scale if total > 0 else values
+
+
+@dataclass
 class GPBackground:
     """Gaussian-process background (SI S4.2): an RBF-kernel GP sample over 2-theta (deg), minus its
     minimum, divided by its sum over the grid, times a truncated-normal scale; added to the pattern."""
 
     config: GPBackgroundConfig
 
-    def sample(self, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def draw(self, grid: np.ndarray, rng: np.random.Generator) -> "GPDraw":
+        """The random part of :meth:`sample` (same draws from ``rng``): knot values and the scale."""
         c = self.config
         length = _uniform(rng, c.length_scale)
         # A stationary GP with the RBF kernel exp(-x^2 / (2 l^2)) is white noise convolved with a Gaussian of
@@ -51,12 +70,11 @@ class GPBackground:
         n_knots = max(int(np.ceil((grid[-1] - grid[0]) / h)) + 1, 8)
         noise = rng.standard_normal(n_knots + 2 * taps[-1])
         sample = c.amplitude * np.convolve(noise, kernel, mode="valid")
-        knots = grid[0] + h * np.arange(n_knots)
-        values = np.interp(grid, knots, sample)
-        values -= values.min()
-        total = values.sum()
         scale = _truncated_normal(rng, c.scale_mean, c.scale_sd, *c.scale_range)
-        return values / total * scale if total > 0 else values
+        return GPDraw(float(grid[0]), float(h), sample, scale)
+
+    def sample(self, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.draw(grid, rng).evaluate(grid)
 
     def __call__(self, pattern: np.ndarray, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return pattern + self.sample(grid, rng)
@@ -69,37 +87,64 @@ class VecseiBackground:
 
     config: VecseiBackgroundConfig
 
-    def sample(self, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def draw(self, rng: np.random.Generator) -> "VecseiDraw":
+        """The random part of :meth:`sample` (same draws from ``rng``): which functions, and their parameters."""
         c = self.config
-        rel = (grid - grid[0]) / (grid[-1] - grid[0])
         chosen = rng.random(4) < c.probability
-        out = np.zeros_like(rel)
+        d = VecseiDraw()
         if not chosen.any():
-            return out
+            return d
         t = c.total_height / chosen.sum()
         if chosen[0]:  # step up near the left edge
             h = _truncated_normal(rng, t / 3, t / 7, 0.0, t)
             a = _uniform(rng, c.step_steepness)
-            pos = rng.uniform(0.0, c.step_width)
-            out += h / (1.0 + np.exp(a * (rel - pos)))
+            d.step_up = (h, a, float(rng.uniform(0.0, c.step_width)))
         if chosen[1]:  # step down near the right edge
             h = _truncated_normal(rng, t / 3, t / 7, 0.0, t)
             a = _uniform(rng, c.step_steepness)
-            pos = rng.uniform(1.0 - c.step_width, 1.0)
-            out += h * (1.0 - 1.0 / (1.0 + np.exp(a * (rel - pos))))
+            d.step_down = (h, a, float(rng.uniform(1.0 - c.step_width, 1.0)))
         if chosen[2]:
             order = int(rng.integers(0, c.polynomial_max_order + 1))
-            coef = np.where(rng.random(order + 1) < 0.5, 0.0,
-                            3 * t / (2 * (order + 1)) * rng.uniform(-1.0, 1.0, order + 1))
-            out += np.abs(np.polynomial.polynomial.polyval(rel, coef))
+            d.polynomial = np.where(rng.random(order + 1) < 0.5, 0.0,
+                                    3 * t / (2 * (order + 1)) * rng.uniform(-1.0, 1.0, order + 1))
         if chosen[3]:
             h = _truncated_normal(rng, 2 * t / 5, 3 * t / 35, 0.0, 3 * t / 5)
-            n = _uniform(rng, c.bump_steepness)
-            out += h * (n * rel) ** 2 * np.exp(-n * rel)
-        return out
+            d.bump = (h, _uniform(rng, c.bump_steepness))
+        return d
+
+    def sample(self, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.draw(rng).evaluate(grid)
 
     def __call__(self, pattern: np.ndarray, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return pattern + self.sample(grid, rng)
+
+
+@dataclass
+class VecseiDraw:
+    """One Vecsei background draw, None for a function not chosen. On rel = (2-theta - first) / (last - first):
+    step_up (h, a, pos): h / (1 + exp(a (rel - pos))); step_down (h, a, pos): h (1 - 1 / (1 + exp(a (rel - pos))));
+    polynomial (order + 1,) coefficients, lowest first: |sum c_k rel^k|; bump (h, n): h (n rel)^2 exp(-n rel)."""
+
+    step_up: tuple | None = None
+    step_down: tuple | None = None
+    polynomial: np.ndarray | None = None
+    bump: tuple | None = None
+
+    def evaluate(self, grid: np.ndarray) -> np.ndarray:
+        rel = (grid - grid[0]) / (grid[-1] - grid[0])
+        out = np.zeros_like(rel)
+        if self.step_up is not None:
+            h, a, pos = self.step_up
+            out += h / (1.0 + np.exp(a * (rel - pos)))
+        if self.step_down is not None:
+            h, a, pos = self.step_down
+            out += h * (1.0 - 1.0 / (1.0 + np.exp(a * (rel - pos))))
+        if self.polynomial is not None:
+            out += np.abs(np.polynomial.polynomial.polyval(rel, self.polynomial))
+        if self.bump is not None:
+            h, n = self.bump
+            out += h * (n * rel) ** 2 * np.exp(-n * rel)
+        return out
 
 
 @dataclass

@@ -533,7 +533,8 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
         cfg: ``conf/cluster`` node (or :class:`ClusterConfig`).
         statistics: ``generator.Statistics`` (its ``space_groups`` is the class order).
         generator_cfg: ``GeneratorConfig`` of the crystal sampler ("ray"/"local").
-        simulation_cfg: ``simulator.SimulationConfig``.
+        simulation_cfg: ``simulator.SimulationConfig``, or a ``simulator.zone_axis.ZoneAxisConfig`` (any
+            config whose ``kind`` is "zone_axis") for (B, 3, H, W) zone-axis image batches.
         prepared: ``generator.pipeline.PreparedData`` ("real": its statistics-side structures).
         reserved_cpus: CPUs the evaluators take, left out when the number of actors is derived.
         factory: a producer factory replacing the synthetic one ("ray"/"local").
@@ -544,6 +545,10 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
     """
     cfg = to_dataclass(ClusterConfig, cfg)
     if cfg.source in ("ray", "local"):
+        from cluster.zone_axis_producer import ZoneAxisProducerFactory, is_zone_axis
+
+        if factory is None and is_zone_axis(simulation_cfg):  # a representation with kind: zone_axis
+            factory = ZoneAxisProducerFactory(statistics, generator_cfg, simulation_cfg, cfg.batch_size, cfg.dtype)
         if factory is None:
             factory = SyntheticProducerFactory(statistics, generator_cfg, simulation_cfg, cfg.batch_size, cfg.dtype,
                                                cfg.patterns_per_crystal)

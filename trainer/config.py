@@ -34,7 +34,8 @@ class ModelConfig:
     """Architecture of a space-group classifier (conf/model/*.yaml).
 
     ``arch`` picks the backbone: "park" (Park et al. CNN), "resnet" (1D ResNet) or "convnet" (compact
-    normalised CNN for CPUs). Fields of the other backbones are ignored.
+    normalised CNN for CPUs) on powder patterns; "msdn" (multistream DenseNet) on zone-axis images.
+    Fields of the other backbones are ignored.
     """
 
     name: str = "parkcnn_small"
@@ -63,6 +64,13 @@ class ModelConfig:
     # Compact CNN ("convnet"; also uses kernel_size, norm_groups and the stem fields above)
     stage_channels: list[int] = field(default_factory=lambda: [32, 48, 64, 96, 128, 160, 192])
     stage_double: bool = False  # a second, residual stride-1 convolution in every stage
+    # Multistream DenseNet on zone-axis images ("msdn"; also uses stem_channels, norm_groups, dropout_conv)
+    block_layers: list[int] = field(default_factory=lambda: [3, 6, 8, 6])
+    growth_rate: int = 40
+    bottleneck_width: int = 1  # the 1x1 convolution of a dense layer outputs bottleneck_width x growth_rate maps
+    compression: float = 1.0  # transition output channels / input channels
+    streams: int = 3  # 3: one shared-weight stream per zone axis; 1: one stream over the 3 channels (spot baseline)
+    input_scale: float = 1.0  # inputs are multiplied by this first (1/255 for uint8 batches)
     # Second head regressing the z-scored log cell volume (multi-task).
     volume_head: bool = False
     volume_hidden: list[int] = field(default_factory=lambda: [256, 64])

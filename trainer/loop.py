@@ -111,10 +111,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_batch(batch: Batch, n_classes: int, input_length: int) -> Optional[str]:
-    """Why a batch cannot be trained on (None if it can)."""
+def check_batch(batch: Batch, n_classes: int, input_length: int, image_channels: Optional[int] = None) -> Optional[str]:
+    """Why a batch cannot be trained on (None if it can). ``image_channels``: the model reads (B, C, H, W)
+    images (zone-axis models) instead of (B, input_length) patterns."""
     p, y = batch.patterns, batch.labels
-    if p.ndim != 2 or p.shape[1] != input_length:
+    if image_channels is not None:
+        if p.ndim != 4 or p.shape[1] != image_channels:
+            return f"patterns of shape {tuple(p.shape)}, expected (B, {image_channels}, H, W) images"
+    elif p.ndim != 2 or p.shape[1] != input_length:
         return f"patterns of shape {tuple(p.shape)}, expected (B, {input_length})"
     if len(y) != len(p) or len(p) == 0:
         return f"{len(p)} patterns but {len(y)} labels"
@@ -347,7 +351,7 @@ def fit(
                 problem = f"batch source raised {type(err).__name__}: {err}"
             window["wait"] += time.perf_counter() - t_wait
             if problem is None:
-                problem = check_batch(batch, n_classes, length)
+                problem = check_batch(batch, n_classes, length, getattr(model.backbone, "input_channels", None))
             if world_size > 1:
                 flag = torch.tensor([0.0 if problem else 1.0], device=device)
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)

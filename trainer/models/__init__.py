@@ -13,6 +13,7 @@ from torch import nn
 from trainer.config import ModelConfig, typed
 from trainer.models.convnet import ConvNetBackbone
 from trainer.models.heads import mlp
+from trainer.models.msdn import MultiStreamBackbone
 from trainer.models.park import ParkBackbone
 from trainer.models.resnet import RESNET_SPECS, ResNet1DBackbone
 
@@ -96,8 +97,14 @@ def build_model(model_cfg: Any, n_classes: int, input_length: int) -> SpaceGroup
             double=cfg.stage_double,
             dropout=cfg.dropout_conv,
         )
+    elif cfg.arch == "msdn":  # zone-axis images (B, 3, H, W); input_length is not used
+        backbone = MultiStreamBackbone(
+            cfg.streams, cfg.input_scale, stem_channels=cfg.stem_channels, growth_rate=cfg.growth_rate,
+            block_layers=cfg.block_layers, bottleneck_width=cfg.bottleneck_width, compression=cfg.compression,
+            groups=cfg.norm_groups, dropout=cfg.dropout_conv,
+        )
     else:
-        raise ValueError(f"unknown model arch {cfg.arch!r} (park | resnet | convnet)")
+        raise ValueError(f"unknown model arch {cfg.arch!r} (park | resnet | convnet | msdn)")
     return SpaceGroupNet(backbone, n_classes, cfg)
 
 

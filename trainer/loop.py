@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cluster.batch import Batch
+from cluster.peak_batch import PeakBatch
 from trainer.checkpoint import (
     CheckpointMeta,
     load_training_state,
@@ -114,6 +115,8 @@ def seed_everything(seed: int) -> None:
 def check_batch(batch: Batch, n_classes: int, input_length: int, image_channels: Optional[int] = None) -> Optional[str]:
     """Why a batch cannot be trained on (None if it can). ``image_channels``: the model reads (B, C, H, W)
     images (zone-axis models) instead of (B, input_length) patterns."""
+    if isinstance(batch, PeakBatch):
+        return batch.check(n_classes, input_length)
     p, y = batch.patterns, batch.labels
     if image_channels is not None:
         if p.ndim != 4 or p.shape[1] != image_channels:
@@ -131,6 +134,11 @@ def check_batch(batch: Batch, n_classes: int, input_length: int, image_channels:
 
 def to_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     non_blocking = device.type == "cuda"
+    if isinstance(batch, PeakBatch):  # peak payload (cluster.payload=peaks): rendered here, on the device
+        from cluster.torch_render import render_batch
+
+        y = torch.as_tensor(np.asarray(batch.labels, np.int64), device=device)
+        return render_batch(batch, device), y, torch.as_tensor(np.asarray(batch.log_volume, np.float32), device=device)
     x = torch.from_numpy(np.ascontiguousarray(batch.patterns))
     y = torch.from_numpy(np.asarray(batch.labels, np.int64))
     v = torch.from_numpy(np.asarray(batch.log_volume, np.float32))

@@ -48,6 +48,10 @@ class ClusterConfig:
         prefetch: batches a consumer's background thread pulls ahead from the queue (0: none), so
             the transfer overlaps with the training step.
         dtype: dtype of the patterns crossing the queue ("float16" halves the payload).
+        payload: what synthetic producers send: "array" (rendered (B, N) patterns of ``dtype``) or
+            "peaks" (peak lists and per-pattern draws, :class:`cluster.peak_batch.PeakBatch`, rendered
+            by the trainer on its device with :mod:`cluster.torch_render`; a few kB per pattern, and
+            with ``patterns_per_crystal`` > 1 one peak list serves all of a crystal's patterns).
         get_timeout_s: how long the trainer waits for one batch before ``TimeoutError``.
         poll_s: slice of a blocking wait; actor health is checked between slices.
         put_timeout_s: slice of a producer's blocking put; a stop request is seen between slices.
@@ -68,6 +72,7 @@ class ClusterConfig:
     queue_size: int = 16
     prefetch: int = 2
     dtype: str = "float16"
+    payload: str = "array"
     get_timeout_s: float = 300.0
     poll_s: float = 1.0
     put_timeout_s: float = 1.0

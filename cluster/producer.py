@@ -22,6 +22,8 @@ GENERATION = 0     # (GENERATION, actor slot, incarnation)
 EVALUATION = 1     # (EVALUATION, test set index)
 REAL_SOURCE = 2    # (REAL_SOURCE, ...)
 
+PAYLOADS = ("array", "peaks")  # what a synthetic producer sends (cluster.payload)
+
 
 def seed_for(root: int, *path: int) -> np.random.SeedSequence:
     """The node ``path`` of the spawn tree of ``SeedSequence(root)``.
@@ -44,16 +46,25 @@ ProducerFactory = Callable[[np.random.SeedSequence], Producer]
 
 
 class SyntheticProducer:
-    """Synthetic crystals from a ``generator.CrystalSampler`` simulated by a ``simulator.PatternSimulator``."""
+    """Synthetic crystals from a ``generator.CrystalSampler`` simulated by a ``simulator.PatternSimulator``.
+
+    ``payload="array"``: :class:`Batch` of rendered (B, N) patterns; ``"peaks"``: a
+    :class:`~cluster.peak_batch.PeakBatch` (peak lists and draws) that the consumer renders, with
+    one peak list per crystal however many patterns it gets.
+    """
 
     def __init__(self, statistics, generator_cfg, simulation_cfg, batch_size: int, dtype: str,
-                 seed: np.random.SeedSequence, patterns_per_crystal: int = 1):
+                 seed: np.random.SeedSequence, patterns_per_crystal: int = 1, payload: str = "array"):
         from generator import CrystalSampler
         from simulator import PatternSimulator
 
         if batch_size % patterns_per_crystal:
             raise ValueError(f"batch_size {batch_size} is not a multiple of patterns_per_crystal {patterns_per_crystal}")
-        sampler_seed, simulation_seed = seed.spawn(2)
+        if payload not in PAYLOADS:
+            raise ValueError(f"cluster.payload must be one of {PAYLOADS}, got {payload!r}")
+        self.payload = payload
+        sampler_seed, simulation_seed, noise_seed = seed.spawn(3)  # the first two as with spawn(2)
+        self.noise_rng = np.random.default_rng(noise_seed)        # seeds of the consumer's noise (peaks)
         self.sampler = _make_sampler(CrystalSampler, statistics, generator_cfg, sampler_seed)
         self.simulator = PatternSimulator(simulation_cfg)
         self.rng = np.random.default_rng(simulation_seed)
@@ -70,6 +81,8 @@ class SyntheticProducer:
         t0 = time.perf_counter()
         crystals = self.sampler.sample_many(self.batch_size // self.patterns_per_crystal)
         t1 = time.perf_counter()
+        if self.payload == "peaks":
+            return self._peak_batch(crystals, t0, t1)
         if self.patterns_per_crystal > 1:
             crystals = [c for c in crystals for _ in range(self.patterns_per_crystal)]
         patterns = np.asarray(self.simulator.patterns(crystals, self.rng))
@@ -81,6 +94,18 @@ class SyntheticProducer:
             log_volume=np.log(np.array([c.volume for c in crystals], np.float64)).astype(np.float32),
         )
         self._crystals += len(crystals) // self.patterns_per_crystal
+        self._batches += 1
+        self._sample_seconds += t1 - t0
+        self._seconds += time.perf_counter() - t0
+        return batch
+
+    def _peak_batch(self, crystals: list, t0: float, t1: float):
+        from cluster.peak_batch import draw_peak_batch
+
+        labels = np.repeat([self.class_index[int(c.space_group)] for c in crystals], self.patterns_per_crystal)
+        batch = draw_peak_batch(self.simulator, crystals, self.rng, self.patterns_per_crystal, labels,
+                                noise_seed=int(self.noise_rng.integers(1 << 62)))
+        self._crystals += len(crystals)
         self._batches += 1
         self._sample_seconds += t1 - t0
         self._seconds += time.perf_counter() - t0
@@ -110,10 +135,11 @@ class SyntheticProducerFactory:
     batch_size: int
     dtype: str = "float16"
     patterns_per_crystal: int = 1
+    payload: str = "array"
 
     def __call__(self, seed: np.random.SeedSequence) -> SyntheticProducer:
         return SyntheticProducer(self.statistics, self.generator_cfg, self.simulation_cfg, self.batch_size,
-                                 self.dtype, seed, self.patterns_per_crystal)
+                                 self.dtype, seed, self.patterns_per_crystal, self.payload)
 
 
 class NoiseProducer:

@@ -29,13 +29,15 @@ import numpy as np
 from cluster.batch import Batch
 from cluster.config import ClusterConfig, to_dataclass
 from cluster.connect import init_ray
-from cluster.producer import GENERATION, REAL_SOURCE, ProducerFactory, SyntheticProducerFactory, seed_for
+from cluster.producer import GENERATION, PAYLOADS, REAL_SOURCE, ProducerFactory, SyntheticProducerFactory, seed_for
 
 log = logging.getLogger(__name__)
 
 
 def _writable(batch: Batch) -> Batch:
     """Arrays deserialised from Ray's object store are read-only views; give the trainer its own copy."""
+    if not hasattr(batch, "patterns"):  # a PeakBatch: only read by its renderer
+        return batch
     if not batch.patterns.flags.writeable:
         batch = Batch(np.array(batch.patterns), np.array(batch.labels), np.array(batch.space_groups),
                       np.array(batch.log_volume))
@@ -544,6 +546,8 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
             their simulation and the choice of ``real.max_structures``).
     """
     cfg = to_dataclass(ClusterConfig, cfg)
+    if cfg.payload not in PAYLOADS:
+        raise ValueError(f"cluster.payload must be one of {PAYLOADS}, got {cfg.payload!r}")
     if cfg.source in ("ray", "local"):
         from cluster.zone_axis_producer import ZoneAxisProducerFactory, is_zone_axis
 
@@ -551,7 +555,7 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
             factory = ZoneAxisProducerFactory(statistics, generator_cfg, simulation_cfg, cfg.batch_size, cfg.dtype)
         if factory is None:
             factory = SyntheticProducerFactory(statistics, generator_cfg, simulation_cfg, cfg.batch_size, cfg.dtype,
-                                               cfg.patterns_per_crystal)
+                                               cfg.patterns_per_crystal, cfg.payload)
         if cfg.source == "local":
             return LocalStream(factory, cfg.seed)
         return RayStream(factory, cfg, reserved_cpus=reserved_cpus)

@@ -118,6 +118,9 @@ class TorchRenderer:
         self.chunk_elements = int(chunk_elements)
 
     def _t(self, x, dtype=None) -> torch.Tensor:
+        x = np.asarray(x)
+        if not x.flags.writeable:  # arrays from Ray's object store are read-only
+            x = x.copy()
         return torch.as_tensor(np.ascontiguousarray(x), dtype=dtype or self.dtype, device=self.device)
 
     # -- pure patterns ---------------------------------------------------------------------------

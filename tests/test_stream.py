@@ -213,3 +213,46 @@ def test_prefetch_pulls_ahead_and_can_be_off(ray_local):
     assert not stream._thread.is_alive()            # close stops the prefetch thread
     with RayStream(f, _cfg(prefetch=0)) as stream:
         assert len(stream.get(20.0)) == 8 and stream._thread is None
+
+
+def _toy_factory(payload: str, **kw):
+    import sys
+    from pathlib import Path
+
+    from cluster.producer import SyntheticProducerFactory
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toy_statistics import toy_statistics
+
+    stats = toy_statistics()
+    return stats, SyntheticProducerFactory(stats, {"seed": 0}, None, batch_size=4, dtype="float32", payload=payload, **kw)
+
+
+def test_peak_payload_renders_the_array_payload():
+    """The paper's pure patterns: same seed, same patterns, whichever side renders them."""
+    from cluster.peak_batch import PeakBatch
+    from trainer.loop import check_batch, to_tensors
+
+    stats, peaks = _toy_factory("peaks")
+    _, arrays = _toy_factory("array")
+    pb, ab = LocalStream(peaks, seed=3).get(), LocalStream(arrays, seed=3).get()
+    assert isinstance(pb, PeakBatch) and pb.nbytes < ab.patterns.nbytes
+    assert np.array_equal(pb.labels, ab.labels) and np.array_equal(pb.space_groups, ab.space_groups)
+    assert check_batch(pb, len(stats.space_groups), ab.patterns.shape[1]) is None
+    x, y, v = to_tensors(pb, __import__("torch").device("cpu"))
+    assert np.abs(x.numpy() - ab.patterns).max() <= 1e-4
+    assert np.array_equal(y.numpy(), ab.labels) and np.array_equal(v.numpy(), ab.log_volume)
+    with pytest.raises(ValueError, match="cluster.payload"):
+        make_source(_cfg(source="local", payload="pixels"), stats)
+
+
+def test_peak_payload_crosses_the_ray_queue(ray_local):
+    from cluster.peak_batch import PeakBatch
+    from cluster.torch_render import render_batch
+
+    _, factory = _toy_factory("peaks", patterns_per_crystal=2)
+    with RayStream(factory, _cfg()) as stream:
+        b = stream.get()
+    local = LocalStream(factory, seed=7).get()
+    assert isinstance(b, PeakBatch) and len(b) == 4 and len(b.offsets) == 3      # two crystals, two patterns each
+    assert np.array_equal(render_batch(b).numpy(), render_batch(local).numpy())

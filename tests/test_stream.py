@@ -228,6 +228,7 @@ def _toy_factory(payload: str, **kw):
     return stats, SyntheticProducerFactory(stats, {"seed": 0}, None, batch_size=4, dtype="float32", payload=payload, **kw)
 
 
+@pytest.mark.slow
 def test_peak_payload_renders_the_array_payload():
     """The paper's pure patterns: same seed, same patterns, whichever side renders them."""
     from cluster.peak_batch import PeakBatch
@@ -246,6 +247,7 @@ def test_peak_payload_renders_the_array_payload():
         make_source(_cfg(source="local", payload="pixels"), stats)
 
 
+@pytest.mark.slow
 def test_peak_payload_crosses_the_ray_queue(ray_local):
     from cluster.peak_batch import PeakBatch
     from cluster.torch_render import render_batch

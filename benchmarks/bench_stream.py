@@ -3,6 +3,13 @@
     python benchmarks/bench_stream.py                       # default statistics, actors 1 and 2
     python benchmarks/bench_stream.py --actors 1 2 4 8 --seconds 60 --batch-size 145
     python benchmarks/bench_stream.py --plumbing-only        # queue ceiling with random patterns
+    python benchmarks/bench_stream.py --payloads --seconds 5 --json payloads.json   # array vs peaks
+
+``--payloads`` compares, side by side, what generation actors send: rendered float16 patterns
+("array") against peak lists and draws rendered by the trainer ("peaks", cluster.payload=peaks):
+bytes per pattern, patterns per second of one producer core (for peaks: the producer's work, plus
+the consumer's torch rendering on CPU measured separately) and the ceiling of the Ray queue
+re-sending one fixed batch. ``--json OUT`` writes {"payloads": {"array": {...}, "peaks": {...}}}.
 
 For every actor count it starts a fresh local Ray instance with that many CPUs (plus one for the
 consumer, capped at the machine), waits for the first batch (numba compilation, statistics
@@ -30,6 +37,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 
 def _consume(source, seconds: float, timeout: float) -> dict:
@@ -46,7 +54,7 @@ def _consume(source, seconds: float, timeout: float) -> dict:
     dt = time.perf_counter() - t0
     m = source.metrics()
     return {"patterns_per_s": n / dt, "batches": batches, "seconds": dt, "consumer_wait_per_batch_s": wait / batches,
-            "bytes_per_pattern": int(b.patterns.nbytes // len(b)), "queue_length_end": m.get("queue_length", 0.0),
+            "bytes_per_pattern": int(getattr(b, "patterns", b).nbytes // len(b)), "queue_length_end": m.get("queue_length", 0.0),
             "rejections": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("rejections/")}}
 
 
@@ -77,6 +85,69 @@ def bench_local(factory, seconds: float) -> dict:
     return out
 
 
+@dataclass
+class FixedProducer:
+    """Ships one prepared batch again and again (the cost of the queue for that payload)."""
+
+    batch: object
+    _n: int = 0
+
+    def __call__(self, seed):
+        return self
+
+    def next_batch(self):
+        self._n += 1
+        return self.batch
+
+    def stats(self) -> dict:
+        return {"crystals": self._n * len(self.batch), "batches": self._n, "seconds": 0.0, "rejections": {}}
+
+
+def bench_payloads(stats, simulation_cfg, batch_size: int, seconds: float, queue_size: int, timeout: float,
+                   patterns_per_crystal: int) -> dict:
+    """Both payloads on the same statistics and simulation config; see the module docstring."""
+    import time as _time
+
+    import torch
+
+    from cluster.producer import SyntheticProducerFactory
+    from cluster.stream import LocalStream
+    from cluster.torch_render import TorchRenderer
+
+    out = {}
+    for payload in ("array", "peaks"):
+        factory = SyntheticProducerFactory(stats, None, simulation_cfg, batch_size, "float16", patterns_per_crystal,
+                                           payload)
+        local = _consume(LocalStream(factory, seed=0), seconds, 1e9)
+        batch = LocalStream(factory, seed=1).get()
+        nbytes = batch.patterns.nbytes if payload == "array" else batch.nbytes
+        ceiling = bench_ray(FixedProducer(batch), 1, min(seconds, 10.0), queue_size, timeout)
+        row = {"bytes_per_pattern": nbytes / len(batch), "patterns_per_s_per_core": local["patterns_per_s"],
+               "queue_ceiling_patterns_per_s": ceiling["patterns_per_s"]}
+        if payload == "peaks":
+            torch.set_num_threads(1)
+            renderer = TorchRenderer("cpu")
+            renderer(batch)
+            t0, n = _time.perf_counter(), 0
+            while _time.perf_counter() - t0 < seconds:
+                renderer(batch)
+                n += len(batch)
+            row["consumer_render_patterns_per_s_per_cpu_thread"] = n / (_time.perf_counter() - t0)
+            if torch.cuda.is_available():
+                gpu = TorchRenderer("cuda")
+                gpu(batch)
+                torch.cuda.synchronize()
+                t0, n = _time.perf_counter(), 0
+                while _time.perf_counter() - t0 < seconds:
+                    gpu(batch)
+                    n += len(batch)
+                torch.cuda.synchronize()
+                row["consumer_render_patterns_per_s_cuda"] = n / (_time.perf_counter() - t0)
+        out[payload] = row
+        print(f"{payload}: {row}", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2])
@@ -87,6 +158,10 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--plumbing-only", action="store_true", help="only the queue ceiling with random patterns")
     p.add_argument("--out", help="also write the results as JSON here")
+    p.add_argument("--payloads", action="store_true", help="array vs peak payloads side by side (only that)")
+    p.add_argument("--simulation", default="default", help="conf/simulation/<name>.yaml for --payloads")
+    p.add_argument("--patterns-per-crystal", type=int, default=1)
+    p.add_argument("--json", help="write {'payloads': {...}} of --payloads here")
     args = p.parse_args(argv)
 
     from cluster.producer import NoiseProducerFactory, SyntheticProducerFactory
@@ -94,6 +169,24 @@ def main(argv=None) -> int:
     results: dict = {"cpu_count": os.cpu_count(), "batch_size": args.batch_size, "dtype": args.dtype, "runs": [],
                      "load_average_start": os.getloadavg()}
     n_points = 8501
+    if args.payloads:
+        from pathlib import Path
+
+        from generator.pipeline import prepare_data
+        from simulator import SimulationConfig
+
+        sim_cfg = SimulationConfig.from_yaml(Path(__file__).resolve().parents[1] / "conf" / "simulation"
+                                             / f"{args.simulation}.yaml")
+        report = {"payloads": bench_payloads(prepare_data().statistics, sim_cfg, args.batch_size, args.seconds,
+                                             args.queue_size, args.timeout, args.patterns_per_crystal),
+                  "simulation": args.simulation, "batch_size": args.batch_size,
+                  "patterns_per_crystal": args.patterns_per_crystal, "cpu_count": os.cpu_count(),
+                  "load_average": os.getloadavg()}
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=1)
+        print(json.dumps(report, indent=1))
+        return 0
     if not args.plumbing_only:
         from generator.pipeline import prepare_data
 

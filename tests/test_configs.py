@@ -11,6 +11,7 @@ from trainer.config import LoggerConfig, ModelConfig, OptimizerConfig, TrainerCo
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+CPU_BUDGET = {"tiong_msdn"}  # experiments whose default is a CPU smoke run (documented in the file)
 
 
 def compose_train(overrides=()):
@@ -54,7 +55,8 @@ def test_default_is_a_small_cpu_run():
 def test_every_experiment_composes(name):
     cfg = compose_train([f"+experiment={name}"])
     model, opt, trainer, _ = validate(cfg)
-    assert trainer.max_steps > 10_000  # the paper's budgets, not the laptop default
+    if name not in CPU_BUDGET:
+        assert trainer.max_steps > 10_000  # the paper's budgets, not the laptop default
     assert cfg.trainer.eval_every == cfg.evaluation.interval_steps
 
 

@@ -11,7 +11,7 @@ from trainer.config import LoggerConfig, ModelConfig, OptimizerConfig, TrainerCo
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-CPU_BUDGET = {"tiong_msdn"}  # experiments whose default is a CPU smoke run (documented in the file)
+CPU_BUDGET = {"tiong_msdn", "measured_convnet"}  # experiments sized for CPUs (documented in each file)
 
 
 def compose_train(overrides=()):

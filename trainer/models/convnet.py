@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainer.models.heads import output_length
+
 
 def _norm(kind: str, channels: int, groups: int) -> nn.Module:
     if kind == "group":
@@ -63,13 +65,8 @@ class ConvNetBackbone(nn.Module):
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         self.layers = nn.Sequential(*layers)
-        try:
-            with torch.no_grad():
-                length = self.layers(torch.zeros(1, 1, input_length)).shape[-1]
-        except RuntimeError as err:
-            raise ValueError(f"input length {input_length} is too short for this network") from err
         self.out_channels = cin
-        self.out_length = int(length)
+        self.out_length = output_length(self.layers, input_length)
         self.out_features = cin * self.out_length
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

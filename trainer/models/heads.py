@@ -17,3 +17,15 @@ def mlp(in_features: int, hidden: Sequence[int], out_features: int, dropout: flo
         cin = h
     layers.append(nn.Linear(cin, out_features))
     return nn.Sequential(*layers)
+
+
+def output_length(layers, input_length: int, name: str = "this network") -> int:
+    """Length of the feature map ``layers`` make of a (1, 1, ``input_length``) pattern; a clear error when the
+    input is too short for the network's strides and kernels."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            return int(layers(torch.zeros(1, 1, input_length)).shape[-1])
+    except RuntimeError as err:
+        raise ValueError(f"input length {input_length} is too short for {name}") from err

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainer.models.heads import output_length
+
 
 class ParkBackbone(nn.Module):
     """The convolutional part; returns the flattened features."""
@@ -42,13 +44,8 @@ class ParkBackbone(nn.Module):
             layers.append(nn.AvgPool1d(p, stride=ps))
             cin = channels
         self.layers = nn.Sequential(*layers)
-        try:
-            with torch.no_grad():
-                length = self.layers(torch.zeros(1, 1, input_length)).shape[-1]
-        except RuntimeError as err:
-            raise ValueError(f"input length {input_length} is too short for this network") from err
         self.out_channels = channels
-        self.out_length = int(length)
+        self.out_length = output_length(self.layers, input_length)
         self.out_features = channels * self.out_length
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainer.models.heads import output_length
+
 # depth -> (block kind, [(filters, repeats) per block group])
 RESNET_SPECS: dict[int, tuple[str, list[tuple[int, int]]]] = {
     10: ("residual", [(64, 1), (128, 1), (256, 1), (512, 1)]),
@@ -123,12 +125,7 @@ class ResNet1DBackbone(nn.Module):
                 cin = filters * block.expansion
         self.blocks = nn.Sequential(*layers)
         self.out_channels = cin
-        try:
-            with torch.no_grad():
-                length = self.blocks(self.stem(torch.zeros(1, 1, input_length))).shape[-1]
-        except RuntimeError as err:
-            raise ValueError(f"input length {input_length} is too short for ResNet-{depth}") from err
-        self.out_length = int(length)
+        self.out_length = output_length(nn.Sequential(self.stem, self.blocks), input_length, f"ResNet-{depth}")
         self.out_features = self.out_channels * self.out_length
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

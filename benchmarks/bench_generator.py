@@ -39,9 +39,10 @@ def main() -> None:
     from pyxtal import pyxtal
     from rich.progress import track
 
-    from generator import CrystalSampler, Statistics
+    from generator import CrystalSampler
+    from generator.pipeline import default_statistics
 
-    statistics = Statistics.default()
+    statistics = default_statistics()
     sampler = CrystalSampler(statistics, seed=args.seed)
     sampler.sample_many(20)  # warm caches (verdict reuse starts empty in every worker too; this is small)
 

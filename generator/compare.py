@@ -119,10 +119,11 @@ def run(cfg, statistics=None) -> dict:
     from rich.progress import track
 
     from generator.sampler import CrystalSampler, GeneratorConfig
+    from generator.pipeline import default_statistics
     from generator.statistics import Statistics
 
     if statistics is None:
-        statistics = Statistics.load(cfg.statistics_path) if cfg.statistics_path else Statistics.default()
+        statistics = Statistics.load(cfg.statistics_path) if cfg.statistics_path else default_statistics()
     gen = OmegaConf.merge(OmegaConf.structured(GeneratorConfig), cfg.generator)
     sampler = CrystalSampler.from_config(statistics, gen)
     crystals = [sampler.sample() for _ in track(range(int(cfg.n)), description="sampling")]

@@ -58,6 +58,11 @@ def default_config():
     return OmegaConf.create(merged)
 
 
+def default_statistics() -> Statistics:
+    """Statistics of the default database and split (conf/), built and cached on first use (minutes), then loaded."""
+    return prepare_data(default_config()).statistics
+
+
 def statistics_key(split: Split, stats_cfg: StatisticsConfig) -> str:
     """Cache key of statistics: the split hash plus the extraction options and format."""
     payload = {"split": split.hash, "min_crystals_per_class": stats_cfg.min_crystals_per_class, "format": FORMAT_VERSION}

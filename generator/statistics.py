@@ -4,7 +4,9 @@ The container below is the contract between extraction (from the statistics side
 structure-type split) and the sampler. Everything in it is plain numbers, so it saves as
 JSON + NPZ and the KDEs are rebuilt from their stored data and bandwidths.
 
-Run ``python -m generator.statistics`` to build the statistics of a database.
+Run ``python -m generator.statistics`` (``generator.build_statistics``) to build the statistics of a
+database; ``generator.pipeline.default_statistics()`` returns those of the default database. This
+module imports nothing above it: the pipeline and the command line import it, never the reverse.
 """
 from __future__ import annotations
 
@@ -200,13 +202,6 @@ class Statistics:
             provenance=doc["provenance"],
         )
 
-    @classmethod
-    def default(cls) -> "Statistics":
-        """Statistics of the default database and split (conf/), built and cached on first use (minutes), then loaded."""
-        from generator.pipeline import default_config, prepare_data
-
-        return prepare_data(default_config()).statistics
-
     @property
     def n_classes(self) -> int:
         return len(self.space_groups)
@@ -356,7 +351,7 @@ def extract_statistics(database, split, min_crystals_per_class: int = 50) -> "St
     )
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # runs as ``__main__``: the package module itself never imports the command line
     from generator.build_statistics import main
 
     main()

@@ -20,9 +20,10 @@ from simulator.zone_axis import AXES, ZoneAxisConfig, ZoneAxisSimulator
 
 def _crystal(args):
     if args.synthetic:
-        from generator import CrystalSampler, Statistics
+        from generator import CrystalSampler
+        from generator.pipeline import default_statistics
 
-        crystal = CrystalSampler(Statistics.default(), seed=args.seed).sample_many(1)[0]
+        crystal = CrystalSampler(default_statistics(), seed=args.seed).sample_many(1)[0]
         return crystal, f"synthetic crystal (seed {args.seed}), space group {crystal.space_group}"
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer

@@ -62,10 +62,10 @@ def test_uint8_input_scale():
 @pytest.mark.slow
 def test_msdn_trains_a_few_steps_on_the_zone_axis_stream(tmp_path):
     from cluster.stream import make_source
-    from generator import Statistics
+    from generator.pipeline import default_statistics
     from trainer.loop import RunSpec, fit
 
-    stats = Statistics.default()
+    stats = default_statistics()
     source = make_source({"source": "local", "batch_size": 4, "dtype": "uint8", "seed": 0}, stats,
                          simulation_cfg={"kind": "zone_axis", "image_size": [32, 32], "g_max": 0.6})
     spec = RunSpec(model={**SMALL, "input_scale": 1 / 255}, optimizer={"name": "adam", "lr": 1e-3},

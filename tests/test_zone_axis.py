@@ -101,9 +101,9 @@ def test_config_errors_name_the_key():
 
 def test_producer_batches_and_stream_switch():
     from cluster.stream import make_source
-    from generator import Statistics
+    from generator.pipeline import default_statistics
 
-    stats = Statistics.default()
+    stats = default_statistics()
     cfg = {"image_size": [32, 32], "g_max": 0.6}
     src = make_source({"source": "local", "batch_size": 3, "dtype": "uint8", "seed": 5}, stats,
                       simulation_cfg={"kind": "zone_axis", **cfg})

@@ -61,13 +61,22 @@ def test_one_step_changes_weights_and_lowers_loss(device):
 
 
 def test_fit_logs_checkpoints_and_evaluates(tmp_path):
-    evaluator_batch = ToySource(length=LENGTH, batch_size=64, seed=99).get(1.0)
-    evaluator = InProcessEvaluator(ModelFactory(TINY, 4, LENGTH),
-                                   {"test_spglib": evaluator_batch, "synthetic": evaluator_batch})
+    synthetic = ToySource(length=LENGTH, batch_size=64, seed=99).get(1.0)
+    real = ToySource(length=LENGTH, batch_size=48, seed=98).get(1.0)
+    evaluator = InProcessEvaluator(ModelFactory(TINY, 4, LENGTH), {"test_spglib": real, "synthetic": synthetic})
     result = fit(spec(tmp_path), ToySource(length=LENGTH, seed=0), evaluator)
     assert result.step == 6 and result.samples_seen == 96
     assert result.final_checkpoint == tmp_path / "checkpoints" / "step_0000006"
-    assert result.eval_step == 6 and result.eval_metrics["test_spglib/gap"] == 0.0
+    assert result.eval_step == 6
+    # the gap under the keys production writes, against the final weights scored independently here
+    final, _ = load_for_inference(result.final_checkpoint)
+    with torch.no_grad():
+        top1 = {name: float((final(torch.as_tensor(b.patterns, dtype=torch.float32))["logits"].argmax(1).numpy()
+                             == np.asarray(b.labels)).mean()) for name, b in (("real", real), ("synthetic", synthetic))}
+    assert result.eval_metrics["test_spglib/top1"] == pytest.approx(top1["real"])
+    assert result.eval_metrics["gap/test_spglib"] == pytest.approx(top1["synthetic"] - top1["real"])
+    assert result.eval_metrics["gap"] == result.eval_metrics["gap/test_spglib"]
+    assert "test_spglib/gap" not in result.eval_metrics
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4, 6]
     assert [r["step"] for r in records if r["kind"] == "eval"] == [3, 6]

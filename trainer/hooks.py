@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cluster.batch import Batch
+from cluster.metrics import gap
 
 
 class EvaluationHook(Protocol):
@@ -73,13 +74,15 @@ def predict(model: torch.nn.Module, patterns: np.ndarray, batch_size: int = 256,
 class InProcessEvaluator:
     """Scores fixed named batches synchronously inside ``submit`` (results come back by ``poll``).
 
-    Metrics per set: ``<set>/top1``, ``<set>/top5``, ``<set>/n``; with several sets and a
-    "synthetic" one, ``<set>/gap`` = synthetic top-1 minus the set's top-1.
+    Metrics per set: ``<set>/top1``, ``<set>/top5``, ``<set>/n``; with a "synthetic" set, the keys
+    :func:`cluster.evaluation.score` writes: ``gap/<set>`` = synthetic top-1 minus the set's top-1
+    for every other set, and ``gap`` for ``gap_reference`` when it is among them.
     """
 
     def __init__(self, factory: Callable[[], torch.nn.Module], sets: dict[str, Batch], batch_size: int = 256,
-                 ks=(1, 5)):
+                 ks=(1, 5), gap_reference: Optional[str] = "test_spglib"):
         self.factory = factory
+        self.gap_reference = gap_reference
         self.sets = sets
         self.batch_size = batch_size
         self.ks = tuple(ks)
@@ -100,7 +103,9 @@ class InProcessEvaluator:
         if "synthetic" in self.sets:
             for name in self.sets:
                 if name != "synthetic":
-                    metrics[f"{name}/gap"] = metrics["synthetic/top1"] - metrics[f"{name}/top1"]
+                    metrics[f"gap/{name}"] = gap(metrics["synthetic/top1"], metrics[f"{name}/top1"])
+            if self.gap_reference and f"gap/{self.gap_reference}" in metrics:
+                metrics["gap"] = metrics[f"gap/{self.gap_reference}"]
         self._done.append({"step": int(step), "seconds": time.perf_counter() - t0, "metrics": metrics})
         return True
 

@@ -10,6 +10,11 @@ submitted again; an evaluation that raises is logged and skipped. :class:`LocalE
 A result is a dict: "step", "seconds", "metrics" (flat "set/metric" -> float, including
 "gap/<real set>" = synthetic top-1 minus that set's top-1 and "gap" against ``gap_reference``),
 and "details" (set -> per-space-group recall and accuracy by crystal system).
+
+Per set, the rule ``python -m trainer.evaluate`` follows too (see :mod:`cluster.testsets`):
+"<set>/n" scored (in-class) crystals, "<set>/n_out_of_scope" crystals whose label is outside the
+classes ("<set>/n_unclassified": the same number, its former name), "<set>/top{k}" over the scored
+crystals and "<set>/top{k}_all" over scored plus out-of-scope ones (those counted wrong).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cluster.config import EvaluationConfig, to_dataclass
-from cluster.metrics import gap, summarize
+from cluster.metrics import gap, scope_metrics, summarize
 from cluster.testsets import TestSet
 
 log = logging.getLogger(__name__)
@@ -72,8 +77,8 @@ def score(model, weights: dict[str, np.ndarray] | None, test_sets: Sequence[Test
                                 "accuracy_by_crystal_system": s.pop("accuracy_by_crystal_system")}
             for key, value in s.items():
                 metrics[f"{ts.name}/{key}"] = float(value)
-            if ts.kind == "real":
-                metrics[f"{ts.name}/n_unclassified"] = float(getattr(ts, "n_unclassified", 0))
+            for key, value in scope_metrics(s, getattr(ts, "n_out_of_scope", 0), topk).items():
+                metrics[f"{ts.name}/{key}"] = float(value)
     synthetic = [t.name for t in test_sets if t.kind == "synthetic"]
     if synthetic:
         syn = metrics[f"{synthetic[0]}/top1"]

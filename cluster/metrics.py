@@ -1,7 +1,9 @@
 """Classification metrics of space-group predictions (pure numpy).
 
 ``scores`` are (n, C) logits or probabilities over the classes ``space_groups`` (the model's class
-order, ``Statistics.space_groups``); ``labels`` are (n,) class indices.
+order, ``Statistics.space_groups``); ``labels`` are (n,) class indices. Crystals whose true space
+group is not a class (out of scope) cannot be scored by index: :func:`summarize` is over the
+in-class ones, :func:`scope_metrics` adds the figures with the out-of-scope ones counted wrong.
 """
 from __future__ import annotations
 
@@ -98,4 +100,15 @@ def summarize(scores: np.ndarray, labels: np.ndarray, space_groups: Sequence[int
         out["log_volume_mae"] = float(np.mean(np.abs(np.asarray(log_volume_pred) - np.asarray(log_volume_true))))
     out["per_space_group_recall"] = recall
     out["accuracy_by_crystal_system"] = accuracy_by_crystal_system(predictions, labels, space_groups)
+    return out
+
+
+def scope_metrics(summary: dict, n_out_of_scope: int, topk: Sequence[int]) -> dict[str, float]:
+    """"n_out_of_scope" (alias "n_unclassified") and "top{k}_all" = top{k} * n / (n + n_out_of_scope):
+    the accuracies with the crystals outside the classes counted wrong."""
+    n, extra = int(summary["n"]), int(n_out_of_scope)
+    out = {"n_out_of_scope": float(extra), "n_unclassified": float(extra)}
+    for k in topk:
+        acc = summary[f"top{int(k)}"]
+        out[f"top{int(k)}_all"] = float(acc * n / (n + extra)) if n else (0.0 if extra else float("nan"))
     return out

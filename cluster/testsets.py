@@ -9,12 +9,22 @@ Real sets come from the prepared database and split (``generator.pipeline.Prepar
 - ``randomised_coordinates`` / ``randomised_lattice`` / ``randomised_both``: held-out crystals with
   re-randomised coordinates and/or lattice (``generator.randomise``).
 
-``synthetic`` is a fixed set of fresh synthetic crystals. As in the paper, real sets score only the
-classified space groups: a crystal whose label (of that set's kind) is not among
-``Statistics.space_groups`` is left out and counted in ``TestSet.n_unclassified`` (reported as
-"<set>/n_unclassified"); its accuracies are over the remaining ``n``. Simulated patterns are
-cached as NPZ files keyed by the split hash, the simulation-config hash, the crystal ids and the
-seed, so a rerun simulates nothing.
+``synthetic`` is a fixed set of fresh synthetic crystals.
+
+One rule for every evaluation path (the evaluators here and ``python -m trainer.evaluate --heldout``):
+
+- the held-out crystals are :func:`heldout_ids` of the split's test side: all of them sorted, or
+  ``max_test_crystals`` of them drawn with the seed (``--limit`` is the same cap);
+- a crystal whose label (of that set's kind) is not among ``Statistics.space_groups`` is *out of
+  scope*: ``top{k}`` are over the ``n`` scored (in-class) crystals, ``top{k}_all`` over
+  ``n + n_out_of_scope`` with the out-of-scope ones counted wrong (as in the paper, ``top{k}`` is
+  the headline figure); a crystal whose simulation failed is in neither;
+- real crystals are simulated one after another from one seeded stream; with the impurity phase
+  enabled each gets an impurity phase from another crystal of the same set (:func:`impurity_partners`),
+  as synthetic crystals get one from another crystal of their batch.
+
+Simulated patterns are cached as NPZ files keyed by the split hash, the simulation-config hash, the
+crystal ids and the seed, so a rerun simulates nothing.
 """
 from __future__ import annotations
 
@@ -54,7 +64,8 @@ class TestSet:
         space_groups: (n,) int16 International numbers of the labels.
         log_volume: (n,) float32 log conventional cell volume (A^3).
         ids: database ids of the crystals (empty for synthetic sets).
-        n_unclassified: crystals left out because their label is not a classified space group.
+        n_out_of_scope: crystals left out because their label is not a classified space group
+            (``n_unclassified`` is the same number under its former name).
     """
 
     __test__ = False  # not a pytest class
@@ -66,10 +77,14 @@ class TestSet:
     space_groups: np.ndarray
     log_volume: np.ndarray
     ids: list[str] = dataclasses.field(default_factory=list)
-    n_unclassified: int = 0
+    n_out_of_scope: int = 0
 
     def __len__(self) -> int:
         return int(len(self.labels))
+
+    @property
+    def n_unclassified(self) -> int:
+        return self.n_out_of_scope
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,23 +161,71 @@ def _cache_path(cache_dir: str | os.PathLike | None, name: str, *keys: Any) -> P
 # simulation
 
 
+# Part of the cache key of real patterns simulated with an impurity phase from another crystal of the set.
+IMPURITY_RULE = "partner-from-set-1"
+_IMPURITY_TRIES = 3
+
+
+def impurity_enabled(simulator) -> bool:
+    """Whether ``simulator`` mixes in an impurity phase."""
+    return bool(simulator.config.impurity.enabled)
+
+
+def impurity_partners(n: int, rng: np.random.Generator, usable: Sequence[bool] | None = None,
+                      tries: int = _IMPURITY_TRIES) -> list[list[int]]:
+    """For each of ``n`` crystals, up to ``tries`` distinct indices of *other* usable crystals of the same
+    set, in the order they are tried as its impurity phase (drawn with ``rng``; empty when no other
+    crystal is usable)."""
+    usable = np.ones(n, bool) if usable is None else np.asarray(usable, bool)
+    out = []
+    for i in range(n):
+        candidates = np.flatnonzero(usable)
+        candidates = candidates[candidates != i]
+        k = min(int(tries), len(candidates))
+        out.append(rng.choice(candidates, size=k, replace=False).tolist() if k else [])
+    return out
+
+
 def simulate_crystals(crystals: Sequence, simulator, rng: np.random.Generator, dtype: str = "float16",
-                      variants: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                      variants: int = 1, impurity_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(len * variants, N) patterns of ``crystals`` (variant-major per crystal) and a (len,) bool mask of
-    the crystals that simulated (a failure leaves zero rows and False)."""
+    the crystals that simulated (a failure leaves zero rows and False).
+
+    With the simulator's impurity phase enabled and ``impurity_rng`` given, crystal i gets its impurity
+    phase from another crystal of ``crystals`` (:func:`impurity_partners`, drawn with ``impurity_rng``;
+    a partner that fails to simulate is replaced by the next one drawn); without ``impurity_rng`` a
+    crystal gets no impurity phase."""
     n_points = simulator.grid.shape[0]
     out = np.zeros((len(crystals) * variants, n_points), np.dtype(dtype))
     ok = np.ones(len(crystals), bool)
+    partners = None
+    if impurity_rng is not None and impurity_enabled(simulator):
+        partners = impurity_partners(len(crystals), impurity_rng, [c is not None for c in crystals])
     for i, crystal in enumerate(crystals):
         try:
             if crystal is None:
                 raise ValueError("no crystal")
-            out[i * variants:(i + 1) * variants] = simulator.patterns([crystal] * variants, rng)
+            if partners is None or not partners[i]:
+                out[i * variants:(i + 1) * variants] = simulator.patterns([crystal] * variants, rng)
+                continue
+            for attempt, j in enumerate(partners[i]):
+                try:
+                    out[i * variants:(i + 1) * variants] = simulator.patterns([crystal] * variants, rng,
+                                                                             impurities=[crystals[j]] * variants)
+                    break
+                except Exception:
+                    if attempt == len(partners[i]) - 1:
+                        raise
+                    log.info("impurity partner %d of crystal %d failed; trying the next", j, i)
         except Exception as exc:  # a pathological real structure must not stop evaluation
             ok[i] = False
             if crystal is not None:
                 log.warning("simulation failed for crystal %d: %s", i, exc)
     return out, ok
+
+
+def _impurity_key(simulator) -> str | None:
+    return IMPURITY_RULE if impurity_enabled(simulator) else None
 
 
 def _records(database, ids: Sequence[str]) -> list:
@@ -173,8 +236,27 @@ def _subset(ids: Sequence[str], cap: int | None, seed: int, branch: int) -> list
     ids = sorted(map(str, ids))
     if cap is None or cap >= len(ids):
         return ids
+    if int(cap) < 0:
+        raise ValueError(f"evaluation.max_test_crystals (--limit) must be >= 0, got {cap}")
     rng = np.random.default_rng(seed_for(seed, EVALUATION, branch, 99))
     return sorted(rng.choice(ids, size=int(cap), replace=False).tolist())
+
+
+def heldout_ids(test_ids: Sequence[str], cap: int | None, seed: int) -> list[str]:
+    """The held-out crystals every evaluation path scores: the ids sorted, all of them (``cap`` None)
+    or ``cap`` of them drawn with ``seed`` (``evaluation.max_test_crystals``, ``--limit``)."""
+    return _subset(test_ids, cap, seed, _HELD_OUT)
+
+
+def heldout_patterns(prepared, cfg: EvaluationConfig | Any, simulator, sim_hash: str | None = None):
+    """The held-out crystals of :func:`heldout_ids` and their patterns, as the evaluators score them.
+
+    Returns (ids, records, patterns (n, N) of ``cfg.dtype`` with NaN rows where simulation failed,
+    ok (n,) bool).
+    """
+    cfg = to_dataclass(EvaluationConfig, cfg)
+    return _real_patterns("held_out", prepared.split.test_ids, _HELD_OUT, prepared, cfg, simulator,
+                          sim_hash or simulation_hash(simulator.config))
 
 
 def _labelled(name: str, kind: str, patterns: np.ndarray, ok: np.ndarray, space_groups: np.ndarray,
@@ -187,7 +269,7 @@ def _labelled(name: str, kind: str, patterns: np.ndarray, ok: np.ndarray, space_
     # sets over the same crystals share one array (pickled and shipped to evaluators once)
     return TestSet(name, kind, patterns if mask.all() else patterns[mask], np.array([class_index[int(s)] for s in sg], np.int64),
                    sg.astype(np.int16), np.log(np.asarray(volumes, float)[mask]).astype(np.float32),
-                   [i for i, m in zip(ids, mask) if m], n_unclassified=int((ok & ~classified).sum()))
+                   [i for i, m in zip(ids, mask) if m], n_out_of_scope=int((ok & ~classified).sum()))
 
 
 def _real_patterns(kind: str, side_ids, stream: int, prepared, cfg, simulator, sim_hash: str):
@@ -197,11 +279,16 @@ def _real_patterns(kind: str, side_ids, stream: int, prepared, cfg, simulator, s
     """
     ids = _subset(side_ids, cfg.max_test_crystals, cfg.seed, stream)
     records = _records(prepared.database, ids)
-    path = _cache_path(pattern_cache_dir(cfg), kind, prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
+    keys = [prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype]
+    if _impurity_key(simulator):  # without the impurity phase the key (and the cache) is as before
+        keys.append(_impurity_key(simulator))
+    path = _cache_path(pattern_cache_dir(cfg), kind, *keys)
 
     def simulate():
         rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, stream))
-        pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype)
+        impurity_rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, stream, 7))
+        pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype,
+                                     impurity_rng=impurity_rng)
         pats[~ok] = np.nan
         return pats
 
@@ -229,8 +316,7 @@ def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, s
 
     held_out = {"test_database", "test_spglib", "test_ordered"} & set(cfg.test_sets)
     if held_out:
-        ids, records, pats, ok = _real_patterns("held_out", prepared.split.test_ids, _HELD_OUT, prepared, cfg,
-                                                simulator, sim_hash)
+        ids, records, pats, ok = heldout_patterns(prepared, cfg, simulator, sim_hash)
         vol = np.array([r.volume for r in records], float)
         for name in cfg.test_sets:
             if name == "test_database":
@@ -286,10 +372,12 @@ def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_
 
     coords, lattice = RANDOMISED_SETS[name]
     branch = (_RANDOMISED, list(RANDOMISED_SETS).index(name))
-    ids = _subset(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed, _HELD_OUT)
+    ids = heldout_ids(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed)
     records = _records(prepared.database, ids)
-    path = _cache_path(pattern_cache_dir(cfg), name, prepared.split.hash, sim_hash, statistics_hash(statistics), ids,
-                       cfg.seed, cfg.dtype)
+    keys = [prepared.split.hash, sim_hash, statistics_hash(statistics), ids, cfg.seed, cfg.dtype]
+    if _impurity_key(simulator):
+        keys.append(_impurity_key(simulator))
+    path = _cache_path(pattern_cache_dir(cfg), name, *keys)
 
     def simulate():
         randomiser = CrystalRandomiser(statistics, seed=seed_for(cfg.seed, EVALUATION, *branch, 0))
@@ -302,7 +390,8 @@ def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_
                 log.info("%s: crystal %s not randomised: %s", name, getattr(r, "id", "?"), exc)
                 crystals.append(None)
         rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, *branch, 1))
-        pats, ok = simulate_crystals(crystals, simulator, rng, cfg.dtype)
+        impurity_rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, *branch, 2))
+        pats, ok = simulate_crystals(crystals, simulator, rng, cfg.dtype, impurity_rng=impurity_rng)
         pats[~ok] = np.nan
         return pats
 

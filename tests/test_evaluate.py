@@ -31,10 +31,15 @@ def test_metrics_by_hand():
     ]
     m = evaluate_predictions(results, [225, 221, 136, 14, 186], classes, max_k=3, n_thresholds=11,
                              refusal_threshold=0.45)
-    assert (m["n"], m["n_answered"], m["n_errors"], m["n_out_of_scope"]) == (5, 4, 1, 1)
+    # scored: the three answered items in the classes; 14 is out of scope; the unusable one is in neither
+    assert (m["n"], m["n_out_of_scope"], m["n_unclassified"]) == (3, 1, 1)
+    assert (m["n_items"], m["n_answered"], m["n_errors"]) == (5, 4, 1)
     assert (m["top1_count"], m["top2_count"], m["top3_count"]) == (1, 3, 3)
-    assert m["top1"] == pytest.approx(0.25) and m["top2_of_all"] == pytest.approx(0.6)
+    assert m["top1"] == pytest.approx(1 / 3) and m["top1_all"] == pytest.approx(1 / 4)
+    assert m["top2"] == pytest.approx(1.0) and m["top2_all"] == pytest.approx(3 / 4)
+    assert m["top2_of_items"] == pytest.approx(0.6) and m["top_k_curve"][2] == pytest.approx(1.0)
     assert m["crystal_system_count"] == 2  # 225 -> cubic ok, 221 -> predicted 225 (cubic) ok
+    assert m["crystal_system_accuracy"] == pytest.approx(2 / 3) and m["crystal_system_accuracy_all"] == pytest.approx(0.5)
     cm = np.asarray(m["confusion_crystal_system"]["matrix"])
     labels = m["confusion_crystal_system"]["labels"]
     assert cm.sum() == 4 and cm[labels.index("tetragonal"), labels.index("hexagonal")] == 1
@@ -78,8 +83,9 @@ def test_manifest_evaluation_writes_metrics_and_plots(predictor, tmp_path, capsy
     assert data.space_groups.tolist() == [225, 221, 136, 186, 14, 62]
     result = evaluate(predictor, data, tmp_path / "out")
     m = result.metrics
-    assert (m["n"], m["n_answered"], m["n_errors"], m["n_out_of_scope"]) == (6, 5, 1, 1)
+    assert (m["n_items"], m["n"], m["n_answered"], m["n_errors"], m["n_out_of_scope"]) == (6, 4, 5, 1, 1)
     assert m["top1_count"] == 4 and m["top4_count"] == 4  # the out-of-scope label is never found
+    assert m["top1"] == 1.0 and m["top1_all"] == pytest.approx(4 / 5)
     assert "empty file" in result.predictions[5].error
     for name in PLOTS:
         assert (tmp_path / "out" / name).stat().st_size > 5000
@@ -92,7 +98,7 @@ def test_manifest_evaluation_writes_metrics_and_plots(predictor, tmp_path, capsy
                  "--output-dir", str(tmp_path / "cli")])
     out = capsys.readouterr().out
     assert code == 0
-    assert "top-1      4 of 6" in out and "ERR empty: " in out
+    assert "top-1      4 of 4 scored (100.0 %), of 5 with out-of-scope (80.0 %)" in out and "ERR empty: " in out
     assert (tmp_path / "cli" / "top_k.png").exists()
 
 
@@ -112,7 +118,7 @@ def test_cif_folder_is_labelled_and_simulated(predictor, tmp_path):
     assert any("broken.cif" in e for e in data.errors.values())
     result = evaluate(predictor, data, None)
     m = result.metrics
-    assert (m["n"], m["n_answered"], m["n_errors"]) == (5, 4, 1)
+    assert (m["n_items"], m["n"], m["n_answered"], m["n_errors"]) == (5, 4, 4, 1)
     assert m["top1_count"] == 4 and m["crystal_system_count"] == 4
     assert "log_volume_mae" in m  # the tiny model has a volume head and CIFs give true volumes
 
@@ -124,7 +130,7 @@ def test_xred_manifest_every_pattern_answered(predictor, tmp_path):
     result = evaluate(predictor, data, tmp_path)
     m = result.metrics
     in_scope = sum(int(s) in predictor.space_groups for s in data.space_groups)
-    assert (m["n"], m["n_answered"], m["n_out_of_scope"]) == (17, 17, 17 - in_scope)
+    assert (m["n_items"], m["n_answered"], m["n"], m["n_out_of_scope"]) == (17, 17, in_scope, 17 - in_scope)
     assert m["top4_count"] == in_scope  # four classes: every in-scope label is within the top 4
 
 
@@ -134,15 +140,93 @@ def test_heldout_split_is_simulated_and_scored(predictor, tmp_path):
 
     run_config = {"database": {"limit": 400, "workers": 1},
                   "statistics": {"min_crystals_per_class": 5, "cache_dir": str(tmp_path / "cache")}}
+    run_config["evaluation"] = {"cache_dir": str(tmp_path / "patterns")}
     data = load_heldout(run_config, limit=12, seed=0)
     assert len(data) == 12 and data.name.startswith("heldout-")
     assert (data.space_groups >= 1).all() and np.isfinite(data.log_volumes).all()
     result = evaluate(predictor, data, None)
     m = result.metrics
-    assert m["n"] == 12 and m["n_answered"] + m["n_errors"] == 12
+    assert m["n_items"] == 12 and m["n_answered"] + m["n_errors"] == 12
     answered = [int(s) for s, r in zip(data.space_groups, result.predictions) if r.ok]
     assert m["n_out_of_scope"] == sum(s not in predictor.space_groups for s in answered)
-    assert m["top1_count"] <= len(answered) - m["n_out_of_scope"]
+    assert m["n"] + m["n_out_of_scope"] == m["n_answered"]
+    assert m["top1_count"] <= m["n"]
+
+
+class _Record:
+    """A prepared-database record of a pymatgen Structure with a given label."""
+
+    def __init__(self, structure, space_group: int):
+        self.structure, self.space_group, self.database_space_group = structure, space_group, space_group
+        self.partial_occupancy = False
+
+    @property
+    def volume(self):
+        return self.structure.volume
+
+    def to_crystal(self):
+        return self.structure
+
+
+def _tiny_prepared():
+    """Strained copies of the tiny checkpoint's four crystals plus two crystals outside its classes."""
+    from types import SimpleNamespace
+
+    from pymatgen.core import Lattice, Structure
+
+    from tiny_checkpoint import structures
+
+    db = {}
+    for sg, s in structures().items():
+        for j, strain in enumerate((-0.01, 0.0, 0.012)):
+            c = s.copy()
+            c.scale_lattice(s.volume * (1 + strain) ** 3)
+            db[f"{sg}-{j}"] = _Record(c, sg)
+    silicon = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]])
+    db["si-0"], db["si-1"] = _Record(silicon, 227), _Record(silicon.copy(), 227)
+    split = SimpleNamespace(test_ids=list(db), statistics_ids=[], hash="tiny-split", kind="tiny")
+    return SimpleNamespace(database=db, split=split)
+
+
+@pytest.mark.slow
+def test_heldout_command_and_in_training_evaluator_give_the_same_numbers(predictor, tmp_path, monkeypatch):
+    """One rule, one held-out subset: the same crystals (capped and drawn alike), the same patterns
+    (simulated independently into two caches) and the same figures from both evaluation paths."""
+    from types import SimpleNamespace
+
+    import generator.pipeline
+    from cluster.config import EvaluationConfig
+    from cluster.evaluation import score
+    from cluster.testsets import build_test_sets, heldout_ids
+    from trainer.checkpoint import load_for_inference
+    from trainer.evaluate import load_heldout
+
+    prepared = _tiny_prepared()
+    monkeypatch.setattr(generator.pipeline, "prepare_data", lambda cfg=None: prepared)
+    checkpoint = predictor.members[0].name
+    model, meta = load_for_inference(checkpoint)
+    limit, seed = 11, 3
+
+    cfg = EvaluationConfig(test_sets=["test_spglib"], max_test_crystals=limit, seed=seed,
+                           cache_dir=str(tmp_path / "training"))
+    (ts,) = build_test_sets(cfg, SimpleNamespace(space_groups=meta.space_groups), prepared,
+                            simulation_cfg=meta.simulation)
+    training = score(model, None, [ts], meta.space_groups, topk=(1, 2, 3))["metrics"]
+
+    run_config = {"evaluation": {"seed": seed, "max_test_crystals": None, "cache_dir": str(tmp_path / "command")}}
+    data = load_heldout(run_config, limit=limit)
+    command = evaluate(predictor, data, None).metrics
+
+    ids = heldout_ids(prepared.split.test_ids, limit, seed)
+    assert data.ids == ids and len(ids) == limit
+    assert ts.ids == [i for i in ids if not i.startswith("si-")]     # same crystals, same order
+    assert command["n_errors"] == 0 and command["n"] == training["test_spglib/n"] == len(ts)
+    assert command["n_out_of_scope"] == training["test_spglib/n_out_of_scope"] == limit - len(ts) > 0
+    assert training["test_spglib/n_unclassified"] == training["test_spglib/n_out_of_scope"]
+    for key in ("top1", "top2", "top3", "top1_all", "top2_all", "crystal_system_accuracy", "balanced_accuracy"):
+        assert command[key] == pytest.approx(training[f"test_spglib/{key}"], abs=1e-12), key
+    assert command["top1_all"] < command["top1"]   # the out-of-scope crystals count wrong there
+    assert len(list((tmp_path / "training").iterdir())) == len(list((tmp_path / "command").iterdir())) == 1
 
 
 @pytest.mark.slow
@@ -164,9 +248,10 @@ def test_bundled_model_evaluated_with_json_output(tmp_path, monkeypatch, capsys)
     out = capsys.readouterr().out
     assert code == 0
     m = json.loads(out)
-    assert m["n"] == 6 and m["checkpoints"] == [str(folder)] and m["temperatures"] == [2.0]
-    for key in ("top1", "top5", "crystal_system_accuracy"):
+    assert m["n_items"] == 6 and m["checkpoints"] == [str(folder)] and m["temperatures"] == [2.0]
+    for key in ("top1", "top5", "crystal_system_accuracy", "top1_all"):
         assert 0.0 <= m[key] <= 1.0, key
-    assert m["top1"] == pytest.approx(4 / 5)  # over the 5 answered items; the out-of-scope one is wrong
+    assert m["n"] == 4 and m["top1"] == pytest.approx(1.0)       # over the 4 scored items
+    assert m["top1_all"] == pytest.approx(4 / 5)  # over the 5 answered items; the out-of-scope one is wrong
     assert m["refusal"]["threshold"] == 0.6 and m["refusal"]["source"] == "calibration"
     assert (tmp_path / "out" / "metrics.json").exists()

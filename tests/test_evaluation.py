@@ -1,6 +1,7 @@
 """Evaluators and test sets: hand-made predictions, non-blocking submission, replacement, cached patterns."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -59,6 +60,7 @@ def test_score_on_hand_made_predictions():
     assert m["test_spglib/top1"] == pytest.approx(0.5) and m["test_spglib/top2"] == pytest.approx(0.75)
     assert m["synthetic/top1"] == pytest.approx(0.75)
     assert m["gap"] == pytest.approx(0.25) and m["gap/test_spglib"] == pytest.approx(0.25)
+    assert m["test_spglib/n_out_of_scope"] == 0 and m["test_spglib/top1_all"] == m["test_spglib/top1"]
     assert out["details"]["test_spglib"]["per_space_group_recall"] == {2: 1.0, 14: 0.0, 62: 1.0}
     assert out["details"]["test_spglib"]["accuracy_by_crystal_system"]["monoclinic"] == 0.0
 
@@ -206,14 +208,14 @@ def test_build_test_sets_labels_subsets_and_cache(prepared, tmp_path, monkeypatc
     assert len(sets["test_database"]) == 5 and "c0" not in sets["test_database"].ids   # label 1 is not a class
     assert len(sets["test_ordered"]) == 5 and "c1" not in sets["test_ordered"].ids
     # crystals outside the classes are not scored but counted
-    assert sets["test_database"].n_unclassified == 1
-    assert sets["test_spglib"].n_unclassified == sets["test_ordered"].n_unclassified == 0
-    import dataclasses
+    assert sets["test_database"].n_out_of_scope == sets["test_database"].n_unclassified == 1
+    assert sets["test_spglib"].n_out_of_scope == sets["test_ordered"].n_out_of_scope == 0
 
-    small = dataclasses.replace(sets["test_database"], patterns=np.zeros((5, 4), np.float16),
-                                labels=sets["test_database"].labels % 4)
-    m = score(FACTORY(), None, [small], SPACE_GROUPS)["metrics"]
-    assert m["test_database/n"] == 5 and m["test_database/n_unclassified"] == 1
+    small = dataclasses.replace(sets["test_database"], patterns=np.eye(4, dtype=np.float16)[[0, 1, 2, 3, 0]],
+                                labels=np.array([0, 1, 2, 3, 1]))
+    m = score(FACTORY(), {"weight": np.eye(4, dtype=np.float32)}, [small], SPACE_GROUPS, topk=(1,))["metrics"]
+    assert m["test_database/n"] == 5 and m["test_database/n_out_of_scope"] == m["test_database/n_unclassified"] == 1
+    assert m["test_database/top1"] == pytest.approx(4 / 5) and m["test_database/top1_all"] == pytest.approx(4 / 6)
     assert len(sets["statistics_real"]) == 8 and len(sets["synthetic"]) == 5
     t = sets["test_spglib"]
     assert t.patterns.dtype == np.float16 and t.patterns.shape[1] == 8501
@@ -290,3 +292,36 @@ def test_real_source_patterns_are_the_same_on_every_worker_and_after_a_resume(pr
         assert np.array_equal(s.patterns, first.patterns) and np.array_equal(s.labels, first.labels)
     assert len(list(tmp_path.iterdir())) == 1          # simulated and cached once
     assert not np.array_equal(first.get(1.0).patterns, other_rank.get(1.0).patterns)
+
+
+def test_impurity_partners_are_other_usable_crystals_of_the_set():
+    a = T.impurity_partners(6, np.random.default_rng(5), usable=[True, True, False, True, True, True])
+    assert a == T.impurity_partners(6, np.random.default_rng(5), usable=[True, True, False, True, True, True])
+    for i, tries in enumerate(a):
+        assert len(tries) == 3 and len(set(tries)) == 3 and i not in tries and 2 not in tries
+    assert T.impurity_partners(1, np.random.default_rng(0)) == [[]]
+
+
+def test_real_test_crystals_get_an_impurity_phase_from_another_crystal_of_the_set(prepared, tmp_path):
+    """With the impurity phase on (weight 1: the impurity alone), every held-out pattern looks like
+    the pattern of another crystal of the set; reproducible, and cached apart from impurity-free ones."""
+    stats, prep = prepared
+    cfg = EvaluationConfig(test_sets=["test_spglib"], cache_dir=str(tmp_path / "a"), dtype="float32")
+    impure = {"impurity": {"enabled": True, "weight": [1.0, 1.0]}}
+    (clean,) = build_test_sets(cfg, stats, prep)
+    (mixed,) = build_test_sets(cfg, stats, prep, simulation_cfg=impure)
+    assert len(list((tmp_path / "a").iterdir())) == 2
+    again = build_test_sets(dataclasses.replace(cfg, cache_dir=str(tmp_path / "b")), stats, prep,
+                            simulation_cfg=impure)[0]
+    assert np.array_equal(again.patterns, mixed.patterns)
+
+    def unit(x):
+        x = x.astype(np.float64) - x.mean(axis=1, keepdims=True)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    corr = unit(mixed.patterns) @ unit(clean.patterns).T
+    most_alike = corr.argmax(axis=1)
+    assert np.all(most_alike != np.arange(len(mixed)))          # never its own pattern
+    assert len(set(most_alike.tolist())) > 1                    # partners differ between crystals
+    assert np.all(corr.max(axis=1) > 0.8)
+

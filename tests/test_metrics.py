@@ -47,3 +47,13 @@ def test_gap_and_summary():
     assert s["balanced_accuracy"] == pytest.approx((1.0 + 0.0 + 0.5) / 3)
     assert s["log_volume_mae"] == pytest.approx(1.0)
     assert s["per_space_group_recall"][62] == 0.5
+
+
+def test_scope_metrics_count_out_of_scope_crystals_wrong():
+    s = M.summarize(SCORES, LABELS, SPACE_GROUPS, topk=(1, 2))
+    out = M.scope_metrics(s, 3, (1, 2))
+    assert out["n_out_of_scope"] == out["n_unclassified"] == 3
+    assert out["top1_all"] == pytest.approx(2 / 8) and out["top2_all"] == pytest.approx(4 / 8)
+    assert M.scope_metrics(s, 0, (1,))["top1_all"] == s["top1"]
+    empty = M.summarize(np.zeros((0, 4)), np.zeros(0, int), SPACE_GROUPS, topk=(1,))
+    assert M.scope_metrics(empty, 2, (1,))["top1_all"] == 0.0 and np.isnan(M.scope_metrics(empty, 0, (1,))["top1_all"])

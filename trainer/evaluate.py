@@ -17,8 +17,10 @@ Labelled sets:
 * the held-out side of the structure split the checkpoint was trained with (its run config).
 
 Prints top-1/5/10 and crystal-system accuracy (counts for small sets), or with ``--json`` the
-metrics as JSON (``top1``, ``top5``, ``crystal_system_accuracy``: fractions of the answered items;
-``n``: items in the set), and writes to the output
+metrics as JSON (``top1``, ``top5``, ``crystal_system_accuracy``: fractions of the ``n`` scored
+items, those whose space group is among the model's classes; ``top1_all``...: fractions of
+``n + n_out_of_scope``, the items outside the classes counted wrong; ``n_items``: items in the set;
+the rule of the in-training evaluators, see :mod:`cluster.testsets`), and writes to the output
 folder ``metrics.json``, ``predictions.json`` and the PNGs ``top_k.png``,
 ``confusion_crystal_system.png``, ``recall_per_space_group.png`` and ``coverage_accuracy.png``.
 Defaults come from ``conf/inference/default.yaml`` (``evaluate`` node).
@@ -61,6 +63,9 @@ class LabelledSet:
         errors: item index -> why it cannot be used (unreadable CIF, unlabelled...).
         log_volumes: (n,) true natural-log cell volumes where known (NaN elsewhere), or None.
         wavelengths: per-item measurement wavelength from the manifest (None: file or default).
+        simulate: for simulated sets that must match the in-training evaluators: a callable taking a
+            member's simulation config and returning ((n, N) model inputs, (n,) bool simulated);
+            used instead of simulating ``structures`` one by one.
     """
 
     name: str
@@ -71,6 +76,7 @@ class LabelledSet:
     errors: dict[int, str] = field(default_factory=dict)
     log_volumes: Optional[np.ndarray] = None
     wavelengths: Optional[list] = None
+    simulate: Optional[Any] = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -161,20 +167,50 @@ def load_cif_dir(path: str | Path, symprec: Optional[float] = None, limit: Optio
                        errors=errors, log_volumes=np.asarray(logv))
 
 
-def load_heldout(run_config: dict, limit: Optional[int] = None, seed: int = 0) -> LabelledSet:
-    """The held-out (test) side of the split a checkpoint was trained with (``meta.config``)."""
+def heldout_config(run_config: Optional[dict], limit: Optional[int] = None, seed: Optional[int] = None):
+    """The run's ``evaluation`` settings (``cluster.config.EvaluationConfig``) with ``limit`` as
+    ``max_test_crystals`` and ``seed`` as its seed where given."""
+    from cluster.config import EvaluationConfig, to_dataclass
+
+    node = (run_config or {}).get("evaluation") if isinstance(run_config, dict) else None
+    known = set(EvaluationConfig.__dataclass_fields__)
+    cfg = to_dataclass(EvaluationConfig, {k: v for k, v in dict(node or {}).items() if k in known})
+    if limit is not None:
+        cfg.max_test_crystals = int(limit)
+    if seed is not None:
+        cfg.seed = int(seed)
+    return cfg
+
+
+def load_heldout(run_config: dict, limit: Optional[int] = None, seed: Optional[int] = None) -> LabelledSet:
+    """The held-out (test) side of the split a checkpoint was trained with (``meta.config``), as the
+    in-training evaluators score it (their "test_spglib" set): the crystals of
+    ``cluster.testsets.heldout_ids`` with ``limit`` as ``max_test_crystals`` (None: the run's
+    ``evaluation.max_test_crystals``) and ``seed`` (None: the run's ``evaluation.seed``), spglib labels,
+    and the patterns of ``cluster.testsets.heldout_patterns`` (same simulation stream, impurity
+    partners, dtype and pattern cache)."""
+    from cluster.testsets import heldout_ids, heldout_patterns
     from generator.pipeline import prepare_data
 
     prepared = prepare_data(run_config or None)
-    ids = sorted(map(str, prepared.split.test_ids))
-    if limit is not None and limit < len(ids):
-        rng = np.random.default_rng(seed)
-        ids = sorted(rng.choice(ids, size=int(limit), replace=False).tolist())
+    cfg = heldout_config(run_config, limit, seed)
+    ids = heldout_ids(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed)
     records = [prepared.database[i] for i in ids]
+
+    def simulate(simulation_cfg):
+        from simulator import PatternSimulator
+
+        got, _, patterns, ok = heldout_patterns(prepared, cfg, PatternSimulator(simulation_cfg or None))
+        if got != ids:
+            raise RuntimeError("held-out crystals differ between the listing and the simulation")
+        x = np.asarray(patterns, np.float32)
+        x[~ok] = 0.0
+        return x, ok
+
     return LabelledSet(name=f"heldout-{prepared.split.kind}", ids=ids,
                        space_groups=np.asarray([r.space_group for r in records], np.int64),
                        structures=[r.to_crystal() for r in records],
-                       log_volumes=np.log(np.asarray([r.volume for r in records], float)))
+                       log_volumes=np.log(np.asarray([r.volume for r in records], float)), simulate=simulate)
 
 
 # ---------------------------------------------------------------------------------- predicting
@@ -191,6 +227,13 @@ def _simulated_predictions(predictor: Predictor, data: LabelledSet, seed: int) -
     for m in predictor.members:
         key = predictor.spec_keys[id(m)]
         if key in inputs:
+            continue
+        if data.simulate is not None:
+            x, simulated = data.simulate(m.simulation or None)
+            for i in np.flatnonzero(ok & ~simulated):
+                ok[i] = False
+                errors[i] = f"{data.ids[i]}: simulation failed"
+            inputs[key] = x
             continue
         sim = PatternSimulator(m.simulation or None)
         rng = np.random.default_rng(seed)
@@ -238,13 +281,21 @@ def predict_set(predictor: Predictor, data: LabelledSet, seed: int = 0,
 def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups: Sequence[int],
                          model_space_groups: Sequence[int], max_k: int = 10, n_thresholds: int = 21,
                          refusal_threshold: float = 0.45, true_log_volumes: Optional[np.ndarray] = None) -> dict:
-    """Metrics of predictions against true labels.
+    """Metrics of predictions against true labels, under the rule the in-training evaluators follow
+    (:mod:`cluster.testsets`):
 
-    Items without an answer (unreadable, unusable) count as wrong in the ``*_count`` / ``*_of_all``
-    figures; the other figures are over the answered items. True space groups the model does not
-    know are kept (they can never be right) so that a model is not flattered by its class list.
+    * ``n``: scored items (answered, true space group among the model's classes); ``top{k}``,
+      ``crystal_system_accuracy`` and ``balanced_accuracy`` are over them;
+    * ``n_out_of_scope`` (alias ``n_unclassified``): answered items whose true space group the model
+      does not know; ``top{k}_all`` and ``crystal_system_accuracy_all`` are over ``n + n_out_of_scope``
+      with those counted wrong for the space group (their crystal system can still be right);
+    * ``n_items`` all items, ``n_answered``, ``n_errors`` (unreadable, unusable: in neither figure);
+      ``top{k}_count`` right answers, ``top{k}_of_items`` = ``top{k}_count / n_items``.
+
+    The confusion matrix, per-group recall and coverage-accuracy curve are over the answered items,
+    out-of-scope ones included (they can never be right).
     """
-    from cluster.metrics import summarize
+    from cluster.metrics import scope_metrics, summarize
 
     true = np.asarray(true_space_groups, np.int64)
     answered = np.array([r.ok and t > 0 for r, t in zip(results, true)], bool)
@@ -254,8 +305,9 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
     all_classes = classes + extra
     index = {s: i for i, s in enumerate(all_classes)}
     ks = list(range(1, max(1, int(max_k)) + 1))
-    out: dict[str, Any] = {"n": n_all, "n_answered": int(answered.sum()), "n_errors": int(n_all - answered.sum()),
-                           "n_out_of_scope": int(sum(int(t) not in set(classes) for t in true[answered])),
+    n_oos = int(sum(int(t) not in set(classes) for t in true[answered]))
+    out: dict[str, Any] = {"n": int(answered.sum()) - n_oos, "n_out_of_scope": n_oos, "n_unclassified": n_oos,
+                           "n_items": n_all, "n_answered": int(answered.sum()), "n_errors": int(n_all - answered.sum()),
                            "model_classes": len(classes)}
     if answered.any():
         probs = np.stack([results[i].probabilities for i in np.flatnonzero(answered)])
@@ -269,19 +321,26 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
                 lv_pred, lv_true = pv[keep], tv[keep]
         # padded classes score -1: never predicted, never in a top-k (see the ranks below)
         padded = np.concatenate([probs[:, :len(classes)], -np.ones((len(probs), len(extra)))], axis=1)
-        summary = summarize(padded, labels, all_classes, topk=[1])
+        summary = summarize(padded, labels, all_classes, topk=[1])  # recall per group: out-of-scope ones too
+        inside = labels < len(classes)
+        scored = summarize(probs[inside, :len(classes)], labels[inside], classes, topk=[1])
+        for key in ("crystal_system_accuracy", "balanced_accuracy"):
+            summary[key] = scored[key]
         if lv_pred is not None:
             summary["log_volume_mae"] = float(np.mean(np.abs(lv_pred - lv_true)))
-        summary.pop("n", None)  # over the answered items: that is n_answered
+        summary.pop("n", None)
+        summary.pop("top1", None)
         out.update(summary)
         order = np.argsort(-probs, axis=1, kind="stable")
         rank = (order == labels[:, None]).argmax(axis=1)  # 0-based rank of the true class
-        rank = np.where(labels < len(classes), rank, np.iinfo(np.int64).max)  # unknown to the model: never found
-        out["top_k_curve"] = {int(k): float((rank < k).mean()) for k in ks}
+        rank = np.where(inside, rank, np.iinfo(np.int64).max)  # unknown to the model: never found
+        tops = {f"top{k}": float((rank[inside] < k).mean()) if inside.any() else float("nan") for k in ks}
+        out.update(tops)
+        out.update({k: v for k, v in scope_metrics({"n": out["n"], **tops}, n_oos, ks).items() if k.endswith("_all")})
+        out["top_k_curve"] = {int(k): tops[f"top{k}"] for k in ks}
         for k in ks:
-            out[f"top{k}"] = float((rank < k).mean())
             out[f"top{k}_count"] = int((rank < k).sum())
-            out[f"top{k}_of_all"] = float((rank < k).sum() / n_all)
+            out[f"top{k}_of_items"] = float((rank < k).sum() / n_all)
         pred = probs.argmax(axis=1)  # always one of the model's classes
         systems = list(CRYSTAL_SYSTEMS)
         cm = np.zeros((7, 7), np.int64)
@@ -289,6 +348,7 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
             cm[systems.index(crystal_system(all_classes[t])), systems.index(crystal_system(all_classes[p]))] += 1
         out["confusion_crystal_system"] = {"labels": systems, "matrix": cm.tolist()}
         out["crystal_system_count"] = int(np.trace(cm))
+        out["crystal_system_accuracy_all"] = float(np.trace(cm) / len(labels))
         support = np.bincount(labels, minlength=len(all_classes))
         out["support_per_space_group"] = {int(all_classes[i]): int(c) for i, c in enumerate(support) if c}
         curve = coverage_accuracy(probs, np.where(labels < len(classes), labels, -1), np.linspace(0.0, 1.0, max(2, int(n_thresholds))))
@@ -300,12 +360,12 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
                           "correct_kept": int((pred[kept] == labels[kept]).sum())}
     else:
         out["top_k_curve"] = {int(k): float("nan") for k in ks}
-        out["crystal_system_accuracy"] = float("nan")
+        out["crystal_system_accuracy"] = out["crystal_system_accuracy_all"] = float("nan")
         out["crystal_system_count"] = 0
         for k in ks:
-            out[f"top{k}"] = float("nan")
+            out[f"top{k}"] = out[f"top{k}_all"] = float("nan")
             out[f"top{k}_count"] = 0
-            out[f"top{k}_of_all"] = 0.0
+            out[f"top{k}_of_items"] = 0.0
     return out
 
 
@@ -314,12 +374,12 @@ def write_plots(metrics: dict, out_dir: str | Path, title: str = "") -> list[Pat
     from trainer import reports
 
     out_dir = Path(out_dir)
-    if not metrics.get("n_answered"):
+    if not metrics.get("n"):
         return []
     paths = []
     ks = sorted(int(k) for k in metrics["top_k_curve"])
     paths.append(reports.plot_top_k(ks, [metrics["top_k_curve"][k] for k in ks], out_dir / "top_k.png",
-                                    f"Top-k accuracy, {title} (n={metrics['n_answered']})"))
+                                    f"Top-k accuracy, {title} (n={metrics['n']} in the model's classes)"))
     cm = metrics["confusion_crystal_system"]
     paths.append(reports.plot_confusion(np.asarray(cm["matrix"]), cm["labels"], out_dir / "confusion_crystal_system.png",
                                         f"Crystal systems, {title}"))
@@ -389,14 +449,19 @@ def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None
 
 def format_summary(result: EvaluationResult) -> str:
     m = result.metrics
-    n = m["n"]
-    lines = [f"{m['set']}: {n} items, {m['n_answered']} answered, {m['n_errors']} unusable, "
+    n, n_all = m["n"], m["n"] + m["n_out_of_scope"]
+
+    def pct(x):
+        return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
+
+    lines = [f"{m['set']}: {m['n_items']} items, {m['n_answered']} answered, {m['n_errors']} unusable, "
              f"{m['n_out_of_scope']} with a space group outside the model's {m['model_classes']} classes"]
     for k in (1, 5, 10):
         if f"top{k}_count" in m:
-            lines.append(f"  top-{k:<2} {m[f'top{k}_count']:>5} of {n}  ({100 * m[f'top{k}_of_all']:.1f} %)")
+            lines.append(f"  top-{k:<2} {m[f'top{k}_count']:>5} of {n} scored ({pct(m[f'top{k}'])}), "
+                         f"of {n_all} with out-of-scope ({pct(m[f'top{k}_all'])})")
     if m.get("n_answered"):
-        lines.append(f"  crystal system {m['crystal_system_count']:>3} of {n}  ({100 * m['crystal_system_count'] / n:.1f} %)")
+        lines.append(f"  crystal system {m['crystal_system_count']:>3} of {n_all}  ({pct(m['crystal_system_accuracy_all'])})")
         r = m["refusal"]
         acc = "n/a" if r["accuracy_kept"] is None else f"{100 * r['accuracy_kept']:.1f} %"
         source = {"calibration": " (calibrated)", "option": " (given)"}.get(r.get("source", ""), "")
@@ -437,7 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=None,
                     help=f"refusal threshold (default: the calibrated one, else {cfg.refusal_threshold})")
     ap.add_argument("--top-k", type=int, default=cfg.top_k, help="candidates stored per item")
-    ap.add_argument("--limit", type=int, default=ev.limit, help="at most this many structures (CIFs, held-out)")
+    ap.add_argument("--limit", type=int, default=ev.limit,
+                    help="at most this many structures: the first CIFs; for --heldout the in-training "
+                         "evaluation.max_test_crystals (default: the run's), same draw and seed")
     ap.add_argument("--device", default=cfg.device)
     ap.add_argument("--json", action="store_true",
                     help="print the metrics as JSON (top1, top5, crystal_system_accuracy, n, ...)")
@@ -457,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.heldout:
             from trainer.checkpoint import load_meta
 
-            data = load_heldout(load_meta(checkpoints[0]).config, args.limit, ev.seed)
+            data = load_heldout(load_meta(checkpoints[0]).config, args.limit)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -86,7 +86,8 @@ def _eval_row(name: str, m: Optional[dict]) -> str:
     title = EVAL_TITLES.get(name, name)
     if not m:
         return f"| {title} | {NOT_MEASURED} | | | |"
-    n = m.get("n_answered", m.get("n"))
+    # trainer.evaluate's top1 is over its "n" in-class items (files with "top1_all"), formerly over "n_answered"
+    n = m.get("n") if "top1_all" in m else m.get("n_answered", m.get("n"))
     return (f"| {title} | {n if n is not None else '–'} | {_pct(m.get('top1'))} | {_pct(m.get('top5'))} "
             f"| {_pct(m.get('crystal_system_accuracy'))} |")
 

@@ -126,6 +126,33 @@ def test_the_runtime_image_has_no_build_tools_git_or_tests(dockerfile):
     assert "build-essential" in build and "git" in build  # they live in the build stage
 
 
+def test_a_plain_debian_base_gets_python_from_debian(dockerfile):
+    """CPU_APT_PYTHON=1 installs Debian's python3 (and its headers in the build stage); empty, the
+    default, leaves the python image alone. The shell of the RUN line does the expansion."""
+    args, stages = dockerfile
+    assert args["CPU_APT_PYTHON"] == ""
+    base = {s.name: s for s in stages}["base-cpu"]
+    assert {"CPU_APT_PYTHON", "PYTHON_VERSION"} <= set(base.args("ARG"))
+    assert "PYTHON_DEV_PACKAGE=${CPU_APT_PYTHON:+python3-dev}" in " ".join(base.args("ENV"))
+    run = " ".join(base.args("RUN"))
+    m = re.search(r"\$\{CPU_APT_PYTHON:\+[^}]*\}", run)
+    assert m, run
+    assert "${PYTHON_VERSION}" in run  # the base's Python is checked against PYTHON_VERSION
+    sh = shutil.which("sh")
+    if sh is None:
+        pytest.skip("no sh")
+    for value, expected in (("", set()), ("1", {"python3", "python3-venv", "python-is-python3"})):
+        out = subprocess.run([sh, "-c", f"echo {m.group(0)}"], capture_output=True, text=True, check=True,
+                             env={"CPU_APT_PYTHON": value}).stdout.split()
+        assert expected <= set(out) and bool(out) == bool(value), (value, out)
+
+
+def test_the_test_image_holds_what_the_tests_read(dockerfile):
+    _, stages = dockerfile
+    copied = {c.split()[0] for c in {s.name: s for s in stages}["test"].args("COPY")}
+    assert {"tests", "benchmarks", "docker"} <= copied
+
+
 def test_login_shells_get_the_venv_on_path(dockerfile):
     _, stages = dockerfile
     copies = [c.split() for c in stages[-1].args("COPY")]

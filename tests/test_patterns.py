@@ -236,3 +236,64 @@ def test_partial_scan_prepared_like_a_windowed_training_pattern(tmp_path):
     # the file holds 6 significant digits; the square root magnifies their rounding in the tails
     np.testing.assert_allclose(prepared.values, sim.preprocess(on_grid, mask), atol=2e-3)
     assert prepared.values[~mask].max() == 0.0 and prepared.values.max() == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------- huge values and decimal commas
+
+
+def test_huge_values_are_refused_naming_the_file(tmp_path):
+    path = tmp_path / "huge.xy"
+    path.write_text("10 1\n10.1 1.7e308\n10.2 -1.7e308\n" + "".join(f"{10.3 + 0.1 * i:.1f} 3\n" for i in range(80)))
+    with pytest.raises(PatternError, match="sane range") as info:
+        read_pattern(path)
+    assert str(path) in str(info.value)
+
+
+def test_large_but_sane_intensities_scale_without_overflow():
+    x = np.arange(10.0, 80.0, 0.02)
+    y = 1e14 * (1.0 + np.exp(-0.5 * ((x - 40.0) / 0.1) ** 2))
+    spec = InputSpec(grid=GRID, wavelength=CU, preprocess=lambda v, mask=None: v / v.max())
+    prepared = prepare_pattern(check_pattern(MeasuredPattern(x, y, CU, Path("big.xy"))), spec, PatternConfig())
+    assert np.isfinite(prepared.values).all() and prepared.values.max() == pytest.approx(1.0)
+
+
+def test_overflow_in_scaling_is_a_pattern_error():
+    x = np.arange(10.0, 80.0, 0.02)
+    y = 1e12 * (1.0 + np.exp(-0.5 * ((x - 40.0) / 0.1) ** 2))
+    spec = InputSpec(grid=GRID, wavelength=CU, preprocess=lambda v, mask=None: v ** 30)  # beyond float32
+    with pytest.raises(PatternError, match="overflow in scaling") as info:
+        prepare_pattern(check_pattern(MeasuredPattern(x, y, CU, Path("scaled.xy"))), spec, PatternConfig())
+    assert "scaled.xy" in str(info.value)
+
+
+@pytest.mark.parametrize("separator", [" ", ";", "\t", "  ;  "])
+def test_decimal_commas_are_read_right(tmp_path, separator):
+    dots = tmp_path / "dots.xy"
+    dots.write_text("# wavelength: 1.5406\n" + "".join(f"{10 + 0.25 * i:.2f} {100 + 0.5 * i:.1f}\n" for i in range(80)))
+    commas = tmp_path / "commas.txt"
+    commas.write_text("# wavelength: 1,5406\n2Theta;Intensity\n" + "".join(
+        f"{10 + 0.25 * i:.2f}{separator}{100 + 0.5 * i:.1f}\n".replace(".", ",") for i in range(80)))
+    a, b = read_pattern(dots), read_pattern(commas)
+    np.testing.assert_array_equal(a.two_theta, b.two_theta)
+    np.testing.assert_array_equal(a.intensity, b.intensity)
+    assert b.two_theta[1] == pytest.approx(10.25) and b.intensity[1] == pytest.approx(100.5)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("5,00 123,4\n5.5,124\n" + "".join(f"{6 + 0.5 * i:.1f},{130 + i}\n" for i in range(60)), "mixes decimal commas"),
+    ("".join(f"{10 + 0.5 * i:.1f} {1000 + i},5\n" for i in range(60)), "decimal commas from column commas"),
+    ("".join(f"{10 + 0.5 * i:.1f} 1,{200 + i}.5\n" for i in range(60)), "decimal commas from column commas"),
+])
+def test_ambiguous_decimal_commas_are_refused(tmp_path, text, problem):
+    path = tmp_path / "ambiguous.xy"
+    path.write_text(text)
+    with pytest.raises(PatternError, match=problem) as info:
+        read_pattern(path)
+    assert str(path) in str(info.value)
+
+
+def test_comma_separated_columns_still_read(tmp_path):
+    path = tmp_path / "plain.csv"
+    path.write_text("2theta,counts\n" + "".join(f"{10 + 0.5 * i:.1f}, {100 + i}\n" for i in range(60)))
+    p = read_pattern(path)
+    assert p.two_theta[1] == pytest.approx(10.5) and p.intensity[1] == pytest.approx(101.0)

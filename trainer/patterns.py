@@ -6,7 +6,7 @@ A file from a diffractometer goes through
    if the file states one, source path); two-column text (.xy, .xye, .csv, .txt, .dat, with
    comment and header lines), RRUFF's downloadable powder files, and instrument formats
    (.xrdml, .raw, .brml, .ras, .uxd, ...) through the optional ``geddes`` reader;
-2. :func:`check_pattern`: empty files, NaNs, non-monotonic angles are refused with a
+2. :func:`check_pattern`: empty files, NaNs, values beyond +-1e15, non-monotonic angles are refused with a
    :class:`PatternError` naming the file and the problem;
 3. :func:`prepare_pattern`: optional baseline removal, conversion of the angles through the
    d-spacing to the model's axis (2-theta at the model's wavelength, or 1/d), the
@@ -41,6 +41,14 @@ _WAVELENGTH_PATTERNS = (
 )
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _SPLIT = re.compile(r"[\s,;]+")
+# Columns split by whitespace, tab or semicolon only (a comma may then be a decimal separator).
+_SPLIT_NO_COMMA = re.compile(r"[\s;]+")
+# A number written with a decimal comma ("123,4", "5", "-1,5e3"); no dot allowed.
+_DECIMAL_COMMA_NUMBER = re.compile(r"^[+-]?(\d+(,\d*)?|,\d+)([eE][+-]?\d+)?$")
+_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
+_NUMBERISH = re.compile(r"^[+-]?[\d.,]+([eE][+-]?\d+)?$")
+# Largest magnitude accepted for 2-theta or intensity values; beyond it scaling overflows float32.
+MAX_ABS_VALUE = 1e15
 
 
 class PatternError(ValueError):
@@ -154,6 +162,9 @@ def read_pattern(path: str | Path) -> MeasuredPattern:
 def read_text_pattern(path: str | Path) -> MeasuredPattern:
     """Two or more delimited columns (2-theta, intensity[, esd]) with optional comments and headers.
 
+    Columns are split by whitespace, tabs, commas or semicolons; a file that writes decimal commas
+    with whitespace/tab/semicolon between the columns (``5,00 123,4``) is read as such, one that
+    mixes them with comma-separated columns, or dots with decimal commas, is refused.
     Lines starting with ``#``, ``!``, ``;``, ``%``, ``'`` or ``*`` are comments, non-numeric lines
     before the data are headers, ``##END`` ends the data (RRUFF). A wavelength stated in a comment
     or header ("wavelength", "lambda", RRUFF's ``##X-RAY WAVELENGTH=``) is picked up.
@@ -167,6 +178,7 @@ def read_text_pattern(path: str | Path) -> MeasuredPattern:
         raise PatternError(path, "empty file")
     rows: list[tuple[float, float]] = []
     header: list[str] = []
+    styles: dict[str, int] = {}  # "decimal_comma" / "comma_columns" -> first data line using it
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip().lstrip("\ufeff")
         if not line:
@@ -176,9 +188,18 @@ def read_text_pattern(path: str | Path) -> MeasuredPattern:
         if line[0] in "#!;%'*":
             header.append(line)
             continue
-        fields = [f for f in _SPLIT.split(line) if f]
+        fields, style = _split_fields(line)
+        if style == "ambiguous":
+            raise PatternError(path, f"line {lineno}: cannot tell decimal commas from column commas in "
+                                     f"{raw.strip()[:60]!r}; use a dot as decimal separator")
         numeric = [f for f in fields if _NUMBER.match(f) or f.lower() in ("nan", "inf", "-inf", "+inf")]
         if len(numeric) == len(fields) and len(fields) >= 2:
+            if style != "plain":
+                styles.setdefault(style, lineno)
+                if len(styles) > 1:
+                    raise PatternError(path, f"mixes decimal commas (line {styles['decimal_comma']}) with commas "
+                                             f"between columns (line {styles['comma_columns']}); cannot tell "
+                                             "which numbers are meant")
             rows.append((float(fields[0]), float(fields[1])))
             continue
         if not rows:
@@ -192,6 +213,26 @@ def read_text_pattern(path: str | Path) -> MeasuredPattern:
     data = np.asarray(rows, dtype=np.float64)
     return MeasuredPattern(two_theta=data[:, 0], intensity=data[:, 1],
                            wavelength=wavelength_from_text("\n".join(header)), source=path)
+
+
+def _split_fields(line: str) -> tuple[list[str], str]:
+    """The number fields of one line and how it uses commas.
+
+    Returns (fields, style) with style "plain" (no comma), "comma_columns" (commas between columns,
+    e.g. ``5.0,123`` or ``5.0, 123``), "decimal_comma" (columns split by whitespace, tab or
+    semicolon with decimal commas, e.g. ``5,00 123,4`` or ``5,00;123,4``; the fields come back with
+    dots) or "ambiguous" (a comma between digits next to other separators that fits neither, e.g.
+    ``5.0 1,234`` or ``1,234.5 10``).
+    """
+    if "," not in line:
+        return [f for f in _SPLIT.split(line) if f], "plain"
+    tokens = [t for t in _SPLIT_NO_COMMA.split(line) if t]
+    if len(tokens) >= 2 and any(_DIGIT_COMMA_DIGIT.search(t) for t in tokens):
+        if all(_DECIMAL_COMMA_NUMBER.match(t) for t in tokens):
+            return [t.replace(",", ".") for t in tokens], "decimal_comma"
+        if all(_NUMBERISH.match(t) for t in tokens):
+            return tokens, "ambiguous"  # dots and commas inside numbers: "5.0 1,234", "1,234.5 10"
+    return [f for f in _SPLIT.split(line) if f], "comma_columns"
 
 
 def wavelength_from_text(text: str) -> float | None:
@@ -240,6 +281,11 @@ def check_pattern(pattern: MeasuredPattern) -> MeasuredPattern:
         if bad.any():
             i = int(np.argmax(bad))
             raise PatternError(src, f"{int(bad.sum())} non-finite {name} value(s) (NaN or inf), first at point {i + 1}")
+        huge = np.abs(arr) > MAX_ABS_VALUE
+        if huge.any():
+            i = int(np.argmax(huge))
+            raise PatternError(src, f"{int(huge.sum())} {name} value(s) beyond the sane range +-{MAX_ABS_VALUE:g}, "
+                                    f"first at point {i + 1} ({arr[i]:g})")
     dx = np.diff(x)
     if (dx < 0).all():
         x, y = x[::-1].copy(), y[::-1].copy()
@@ -371,9 +417,14 @@ def prepare_pattern(pattern: MeasuredPattern, spec: InputSpec, cfg: PatternConfi
     on_grid = np.clip(on_grid, 0.0, None)
     if not on_grid.any():
         raise PatternError(src, "no signal inside the model's range after baseline removal")
-    values = np.asarray(spec.preprocess(on_grid, mask), dtype=np.float32)
-    if values.shape != grid.shape or not np.isfinite(values).all():
-        raise ValueError(f"{src}: preprocessing returned {values.shape} values or non-finite numbers")
+    if not np.isfinite(on_grid).all():
+        raise PatternError(src, "overflow while bringing the intensities onto the model's grid (values too large)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.asarray(spec.preprocess(on_grid, mask), dtype=np.float32)
+    if values.shape != grid.shape:
+        raise ValueError(f"{src}: preprocessing returned {values.shape} values, expected {grid.shape}")
+    if not np.isfinite(values).all():
+        raise PatternError(src, "overflow in scaling: preprocessing gave non-finite values (intensities too large)")
     return PreparedPattern(values=values, mask=mask, coverage=coverage, wavelength=float(wl))
 
 

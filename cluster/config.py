@@ -12,6 +12,12 @@ from typing import Any, Optional
 from generator.config import as_config
 
 
+def check(ok: bool, key: str, problem: str) -> None:
+    """Raise ``ValueError("<key> <problem>")`` unless ``ok``: the one form of a bad-config message."""
+    if not ok:
+        raise ValueError(f"{key} {problem}")
+
+
 @dataclass
 class RealSourceConfig:
     """The stream over simulated real structures (baseline: train on the statistics side directly).
@@ -24,6 +30,13 @@ class RealSourceConfig:
 
     variants: int = 2
     max_structures: Optional[int] = None
+
+    def validate(self, prefix: str = "cluster.real") -> "RealSourceConfig":
+        """Raise ``ValueError`` naming the key of an impossible value; returns ``self``."""
+        check(self.variants >= 1, f"{prefix}.variants", f"must be >= 1, got {self.variants}")
+        check(self.max_structures is None or self.max_structures >= 1, f"{prefix}.max_structures",
+              f"must be null or >= 1, got {self.max_structures}")
+        return self
 
 
 @dataclass
@@ -81,6 +94,35 @@ class ClusterConfig:
     seed: int = 0
     real: RealSourceConfig = field(default_factory=RealSourceConfig)
 
+    def validate(self, prefix: str = "cluster") -> "ClusterConfig":
+        """Raise ``ValueError`` naming the key of an impossible value (before Ray or data start); returns ``self``."""
+        from cluster.producer import PAYLOADS
+
+        check(self.source in ("ray", "local", "real"), f"{prefix}.source",
+              f"must be one of ray, local, real, got {self.source!r}")
+        check(self.batch_size > 0, f"{prefix}.batch_size", f"must be > 0, got {self.batch_size}")
+        check(self.patterns_per_crystal >= 1, f"{prefix}.patterns_per_crystal",
+              f"must be >= 1, got {self.patterns_per_crystal}")
+        check(self.batch_size % self.patterns_per_crystal == 0, f"{prefix}.patterns_per_crystal",
+              f"({self.patterns_per_crystal}) must divide {prefix}.batch_size ({self.batch_size})")
+        check(self.queue_size >= 1, f"{prefix}.queue_size", f"must be >= 1, got {self.queue_size}")
+        check(self.prefetch >= 0, f"{prefix}.prefetch", f"must be >= 0, got {self.prefetch}")
+        check(self.num_actors is None or self.num_actors >= 1, f"{prefix}.num_actors",
+              f"must be null (derived from the CPUs) or >= 1, got {self.num_actors}")
+        check(self.num_cpus is None or self.num_cpus >= 1, f"{prefix}.num_cpus",
+              f"must be null or >= 1, got {self.num_cpus}")
+        check(self.actor_cpus > 0, f"{prefix}.actor_cpus", f"must be > 0, got {self.actor_cpus}")
+        check(self.trainer_cpus >= 0, f"{prefix}.trainer_cpus", f"must be >= 0, got {self.trainer_cpus}")
+        check(self.payload in PAYLOADS, f"{prefix}.payload", f"must be one of {PAYLOADS}, got {self.payload!r}")
+        check(self.dtype in ("float16", "float32", "float64", "uint8"), f"{prefix}.dtype",
+              f"must be float16, float32, float64 or uint8, got {self.dtype!r}")
+        for key in ("get_timeout_s", "poll_s", "put_timeout_s", "stats_timeout_s"):
+            check(getattr(self, key) > 0, f"{prefix}.{key}", f"must be > 0, got {getattr(self, key)}")
+        check(self.max_replacements >= 0, f"{prefix}.max_replacements",
+              f"must be >= 0, got {self.max_replacements}")
+        self.real.validate(f"{prefix}.real")
+        return self
+
 
 @dataclass
 class EvaluationConfig:
@@ -132,6 +174,18 @@ class EvaluationConfig:
     gap_reference: str = "test_spglib"
     seed: int = 0
     timeout_s: float = 600.0
+
+    def validate(self, prefix: str = "evaluation") -> "EvaluationConfig":
+        """Raise ``ValueError`` naming the key of an impossible value; returns ``self``."""
+        check(self.backend in ("ray", "local"), f"{prefix}.backend", f"must be ray or local, got {self.backend!r}")
+        for key in ("interval_steps", "num_evaluators", "max_pending", "batch_size", "synthetic_size"):
+            check(getattr(self, key) >= 1, f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
+        check(self.evaluator_cpus > 0, f"{prefix}.evaluator_cpus", f"must be > 0, got {self.evaluator_cpus}")
+        check(self.max_test_crystals is None or self.max_test_crystals >= 1, f"{prefix}.max_test_crystals",
+              f"must be null or >= 1, got {self.max_test_crystals}")
+        check(all(k >= 1 for k in self.topk), f"{prefix}.topk", f"must hold values >= 1, got {self.topk}")
+        check(self.timeout_s > 0, f"{prefix}.timeout_s", f"must be > 0, got {self.timeout_s}")
+        return self
 
 
 def to_dataclass(cls: type, cfg: Any):

@@ -15,6 +15,12 @@ from generator.config import as_config
 T = TypeVar("T")
 
 
+def _check(ok: bool, key: str, problem: str) -> None:
+    """Raise ``ValueError("<key> <problem>")`` unless ``ok``: the one form of a bad-config message."""
+    if not ok:
+        raise ValueError(f"{key} {problem}")
+
+
 def typed(schema: type[T], cfg: Any) -> T:
     """``cfg`` (DictConfig, dict, dataclass instance or None) checked against ``schema``."""
     return as_config(schema, cfg)
@@ -99,6 +105,29 @@ class OptimizerConfig:
     total_steps: int = 0  # "cosine": steps over which the rate decays to min_lr_factor (the run's max_steps)
     min_lr_factor: float = 0.02
 
+    def validate(self, prefix: str = "optimizer") -> "OptimizerConfig":
+        """Raise ``ValueError`` naming the key of an impossible value; returns ``self``."""
+        _check(self.name in ("adam", "adamw"), f"{prefix}.name", f"must be adam or adamw, got {self.name!r}")
+        _check(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
+        _check(self.schedule in ("constant", "step", "cosine"), f"{prefix}.schedule",
+               f"must be constant, step or cosine, got {self.schedule!r}")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{prefix}.betas",
+               f"must be two values in [0, 1), got {self.betas}")
+        _check(self.eps > 0, f"{prefix}.eps", f"must be > 0, got {self.eps}")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _check(self.grad_clip is None or self.grad_clip > 0, f"{prefix}.grad_clip",
+               f"must be null or > 0, got {self.grad_clip}")
+        if self.schedule == "step":
+            _check(self.step_epochs >= 1, f"{prefix}.step_epochs", f"must be >= 1, got {self.step_epochs}")
+            _check(self.gamma > 0, f"{prefix}.gamma", f"must be > 0, got {self.gamma}")
+        if self.schedule == "cosine":
+            _check(self.total_steps > 0, f"{prefix}.total_steps",
+                   f"must be > 0 for the cosine schedule (the run's max_steps), got {self.total_steps}")
+            _check(0 <= self.min_lr_factor <= 1, f"{prefix}.min_lr_factor",
+                   f"must be in [0, 1], got {self.min_lr_factor}")
+        return self
+
 
 @dataclass
 class TrainerConfig:
@@ -129,6 +158,28 @@ class TrainerConfig:
     use_gpu: bool = False  # Ray Train workers each take a GPU
     worker_cpus: float = 1.0  # CPUs reserved per Ray Train worker
     ddp_backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
+
+    def validate(self, prefix: str = "trainer") -> "TrainerConfig":
+        """Raise ``ValueError`` naming the key of an impossible value; returns ``self``."""
+        _check(self.max_steps >= 0, f"{prefix}.max_steps", f"must be >= 0, got {self.max_steps}")
+        for key in ("batches_per_epoch", "log_every", "num_workers"):
+            _check(getattr(self, key) >= 1, f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
+        for key in ("checkpoint_every", "eval_every", "keep_checkpoints", "max_bad_batches"):  # 0: off / none
+            _check(getattr(self, key) >= 0, f"{prefix}.{key}", f"must be >= 0, got {getattr(self, key)}")
+        for key in ("batch_timeout_s", "eval_timeout_s", "worker_cpus"):
+            _check(getattr(self, key) > 0, f"{prefix}.{key}", f"must be > 0, got {getattr(self, key)}")
+        _check(0 <= self.label_smoothing < 1, f"{prefix}.label_smoothing",
+               f"must be in [0, 1), got {self.label_smoothing}")
+        _check(self.volume_loss_weight >= 0, f"{prefix}.volume_loss_weight",
+               f"must be >= 0, got {self.volume_loss_weight}")
+        _check(self.torch_threads >= 0, f"{prefix}.torch_threads", f"must be >= 0, got {self.torch_threads}")
+        _check(self.precision in ("auto", "bf16", "fp32"), f"{prefix}.precision",
+               f"must be auto, bf16 or fp32, got {self.precision!r}")
+        _check(self.ddp_backend in ("auto", "gloo", "nccl"), f"{prefix}.ddp_backend",
+               f"must be auto, gloo or nccl, got {self.ddp_backend!r}")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), f"{prefix}.device",
+               f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        return self
 
 
 @dataclass

@@ -161,6 +161,19 @@ def print_report(result: FitResult, console=None) -> None:
     print(f"Final checkpoint: {result.final_checkpoint}", flush=True)
 
 
+def validate_config(cfg: DictConfig) -> None:
+    """Reject impossible values of the trainer, optimizer, cluster and evaluation groups with a
+    ``ValueError`` naming the key, before any data is built or Ray is started."""
+    from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
+    from trainer.config import OptimizerConfig
+
+    typed(TrainerConfig, cfg.trainer).validate()
+    typed(OptimizerConfig, cfg.optimizer).validate()
+    to_dataclass(ClusterConfig, cfg.cluster).validate()
+    if cfg.get("evaluation") is not None:
+        to_dataclass(EvaluationConfig, cfg.evaluation).validate()
+
+
 def run(cfg: DictConfig) -> FitResult:
     """Prepare data, start the stream and evaluators, train, report. See ``conf/train.yaml``."""
     from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
@@ -171,6 +184,7 @@ def run(cfg: DictConfig) -> FitResult:
     from generator.pipeline import prepare_data
     from simulator import SimulationConfig
 
+    validate_config(cfg)
     out_dir = _output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     start_step = prepare_output_dir(out_dir, cfg.trainer.get("resume"))

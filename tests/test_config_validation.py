@@ -1,0 +1,71 @@
+"""Impossible config values are rejected up front, with a message naming the key at fault."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from trainer.run import validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("name", [None] + EXPERIMENTS)
+def test_shipped_configs_are_valid(name):
+    validate_config(compose_train([f"+experiment={name}"] if name else []))
+
+
+@pytest.mark.parametrize("override, key", [
+    ("cluster.batch_size=0", "cluster.batch_size"),
+    ("cluster.batch_size=-4", "cluster.batch_size"),
+    ("cluster.patterns_per_crystal=0", "cluster.patterns_per_crystal"),
+    ("cluster.patterns_per_crystal=7", "cluster.patterns_per_crystal"),   # does not divide the batch
+    ("cluster.queue_size=0", "cluster.queue_size"),
+    ("cluster.num_actors=0", "cluster.num_actors"),
+    ("cluster.source=nowhere", "cluster.source"),
+    ("trainer.max_steps=-1", "trainer.max_steps"),
+    ("trainer.log_every=0", "trainer.log_every"),
+    ("trainer.num_workers=0", "trainer.num_workers"),
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("optimizer.lr=-0.1", "optimizer.lr"),
+    ("optimizer.schedule=linear", "optimizer.schedule"),
+    ("optimizer.name=sgd", "optimizer.name"),
+    ("evaluation.interval_steps=0", "evaluation.interval_steps"),
+])
+def test_impossible_value_names_its_key(override, key):
+    cfg = compose_train([override])
+    with pytest.raises(ValueError) as err:
+        validate_config(cfg)
+    assert str(err.value).startswith(key + " "), str(err.value)
+
+
+def test_cosine_needs_total_steps():
+    with pytest.raises(ValueError, match=r"optimizer\.total_steps"):
+        validate_config(compose_train(["optimizer.schedule=cosine", "+optimizer.total_steps=0"]))
+    validate_config(compose_train(["optimizer.schedule=cosine", "+optimizer.total_steps=100"]))
+
+
+@pytest.mark.slow  # a Python start with torch and Hydra: ~7 s on a loaded machine
+def test_command_line_fails_fast_naming_the_key(tmp_path):
+    env = dict(os.environ, CRYSTALSTREAM_CACHE=str(tmp_path / "cache"), HYDRA_FULL_ERROR="0")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "trainer", "cluster.batch_size=0",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode != 0
+    assert "cluster.batch_size must be > 0, got 0" in proc.stdout + proc.stderr
+    assert seconds < 60, f"took {seconds:.0f} s: validation must come before the data build"
+    assert not (tmp_path / "cache").exists()   # nothing was built

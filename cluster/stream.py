@@ -311,6 +311,12 @@ class RayStream(QueueConsumer):
                 kwargs["num_cpus"] = cfg.num_cpus
             init_ray(cfg.address, **kwargs)
             self._owns_ray = True
+        try:  # more actors than Ray can place fail here, before anything waits on them
+            self.num_actors = resolve_num_actors(cfg, reserved_cpus)
+        except ValueError:
+            if self._owns_ray:
+                ray.shutdown()
+            raise
         self.factory = factory
         self._factory_ref = ray.put(factory)      # owned by the driver: survives any actor
         # the queue actor lives on the driver's node: losing a generation node never loses the queue
@@ -319,7 +325,6 @@ class RayStream(QueueConsumer):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         queue = Queue(maxsize=cfg.queue_size, actor_options={"num_cpus": 0, "scheduling_strategy": here})
         super().__init__(queue, cfg.poll_s, cfg.prefetch)
-        self.num_actors = resolve_num_actors(cfg, reserved_cpus)
         self._actor_cls = _generation_actor_class()
         self.replacements = 0
         self.deaths: list[str] = []
@@ -511,14 +516,29 @@ def _reason(exc: BaseException) -> str:
 
 
 def resolve_num_actors(cfg: ClusterConfig, reserved_cpus: float = 0.0) -> int:
-    """``cfg.num_actors``, or the CPUs Ray sees minus the trainer's and ``reserved_cpus`` (at least 1)."""
-    if cfg.num_actors is not None:
-        if cfg.num_actors < 1:
-            raise ValueError(f"num_actors must be >= 1, got {cfg.num_actors}")
-        return int(cfg.num_actors)
+    """``cfg.num_actors``, or the CPUs Ray sees minus the trainer's and ``reserved_cpus`` (at least 1).
+
+    An explicit ``cfg.num_actors`` whose CPUs (``actor_cpus`` each) do not fit in Ray's CPUs minus
+    ``reserved_cpus`` (the evaluators' and extra training workers', placed later) raises a
+    ``ValueError`` at once: Ray would otherwise leave the surplus actors pending and the trainer
+    would wait for batches until ``get_timeout_s``.
+    """
     import ray
 
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    if cfg.num_actors is not None:
+        if cfg.num_actors < 1:
+            raise ValueError(f"cluster.num_actors must be >= 1, got {cfg.num_actors}")
+        need = cfg.num_actors * cfg.actor_cpus
+        room = cpus - reserved_cpus
+        if need > room + 1e-9:
+            raise ValueError(
+                f"cluster.num_actors={cfg.num_actors} generation actors need {need:g} CPUs "
+                f"(cluster.actor_cpus={cfg.actor_cpus:g} each) but Ray has {cpus:g} CPUs, {reserved_cpus:g} of them "
+                f"kept for evaluators / training workers, so at most {max(0, int(room // cfg.actor_cpus))} fit. "
+                f"Lower cluster.num_actors or cluster.actor_cpus, set cluster.num_actors=null to derive it, "
+                f"or give Ray more CPUs (cluster.num_cpus, more nodes).")
+        return int(cfg.num_actors)
     return max(1, int((cpus - cfg.trainer_cpus - reserved_cpus) // max(cfg.actor_cpus, 1e-9)))
 
 

@@ -69,3 +69,36 @@ def test_command_line_fails_fast_naming_the_key(tmp_path):
     assert "cluster.batch_size must be > 0, got 0" in proc.stdout + proc.stderr
     assert seconds < 60, f"took {seconds:.0f} s: validation must come before the data build"
     assert not (tmp_path / "cache").exists()   # nothing was built
+
+
+def test_more_actors_than_ray_cpus_is_an_error(monkeypatch):
+    import ray
+
+    from cluster.config import ClusterConfig
+    from cluster.stream import resolve_num_actors
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    assert resolve_num_actors(ClusterConfig(num_actors=3), reserved_cpus=1.0) == 3      # 3 of 4 - 1
+    assert resolve_num_actors(ClusterConfig(num_actors=None, trainer_cpus=1.0)) == 3    # derived
+    with pytest.raises(ValueError, match=r"cluster\.num_actors=4 .* at most 3 fit"):
+        resolve_num_actors(ClusterConfig(num_actors=4), reserved_cpus=1.0)
+    with pytest.raises(ValueError, match=r"cluster\.num_actors=3 .*actor_cpus=2"):
+        resolve_num_actors(ClusterConfig(num_actors=3, actor_cpus=2.0))
+
+
+@pytest.mark.slow  # starts Ray
+def test_ray_stream_with_too_many_actors_fails_at_once():
+    import ray
+
+    from cluster.stream import make_source
+
+    if ray.is_initialized():
+        pytest.skip("Ray already running in this process")
+    from cluster.producer import NoiseProducerFactory
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"cluster\.num_actors=3 generation actors need 3 CPUs"):
+        make_source(dict(source="ray", num_cpus=2, num_actors=3, batch_size=8), None,
+                    factory=NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3))
+    assert time.perf_counter() - t0 < 60
+    assert not ray.is_initialized()   # the Ray the stream started is shut down again

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the parsed content changes, so stale caches are not reused.
 PARSER_VERSION = "1"
+CIF_PARSER_VERSION = "2"  # 2: CIFs without symmetry operations and space group are skipped ("no symmetry")
 _CHUNK = 400  # entries per parallel task
 
 
@@ -399,6 +400,23 @@ def _cif_space_group(cif_block) -> int:
     return 0
 
 
+# keys (lower case) of a CIF that give its symmetry: operations, or a space group to generate them from
+_SYMMETRY_KEY_PREFIXES = ("_symmetry_equiv_pos", "_space_group_symop", "_space_group.symop", "_symmetry_space_group_name",
+                          "_space_group_name", "_space_group.name", "_space_group_it_number", "_space_group.it_number",
+                          "_symmetry_int_tables_number")
+
+
+def _has_symmetry(cif_block) -> bool:
+    """Whether a CIF block lists symmetry operations or names its space group (H-M, Hall or number).
+
+    Without either, pymatgen reads the atom sites as the whole cell in P1; when they are only the
+    asymmetric unit (common in hand-made or truncated files), the crystal is wrong, so such files
+    are skipped as "no symmetry" rather than kept in a wrong space group.
+    """
+    keys = [str(k).lower() for k in cif_block.data]
+    return any(k.startswith(_SYMMETRY_KEY_PREFIXES) for k in keys)
+
+
 def _parse_cif_chunk(args) -> list:
     """Worker: parse CIF files; ``types`` maps file stem -> structure type (may be empty)."""
     paths, types, symprec, angle_tolerance = args
@@ -426,6 +444,9 @@ def _parse_cif_chunk(args) -> list:
             if len(structure) == 0:
                 raise SkipEntry("no atoms")
             block = next(iter(parser._cif.data.values()), None)
+            if block is not None and not _has_symmetry(block):
+                raise SkipEntry("no symmetry", "no symmetry operations and no space group: the sites may be "
+                                "only the asymmetric unit (add _space_group_symop_operation_xyz or the space group)")
             comp_index: dict[tuple, int] = {}
             comps, site_types = [], []
             for site in structure:
@@ -546,6 +567,7 @@ def load_database(cfg: Any = None, *, cache_dir: str | os.PathLike | None = None
         dup = [s for s, n in stems.items() if n > 1]
         if dup:
             raise ValueError(f"{path}: CIF file names must be unique ids; duplicated: {dup[:5]}")
+        options["cif_parser"] = CIF_PARSER_VERSION
         type_files = [Path(cfg.structure_types).expanduser()] if cfg.structure_types else []
         types = read_structure_types(type_files[0]) if type_files else {}
         source_hash = _hash_files(files + type_files, options)

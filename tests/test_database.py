@@ -122,3 +122,45 @@ def test_clear_errors(tmp_path):
     bad.write_text("not npz")
     with pytest.raises(ValueError, match="x.npz"):
         Database.load(bad)
+
+
+NO_SYMMETRY_CIF = """data_NaCl_asym
+_cell_length_a 5.64
+_cell_length_b 5.64
+_cell_length_c 5.64
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+{symmetry}
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+_atom_site_occupancy
+Na1 Na 0 0 0 1
+Cl1 Cl 0.5 0.5 0.5 1
+"""
+
+
+def test_cif_without_symmetry_is_skipped_and_counted(tmp_path):
+    import json
+
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    # the asymmetric unit of rock salt with neither symmetry operations nor a space group: read as
+    # P1 it would be a primitive-cubic crystal (Pm-3m), a wrong label
+    (folder / "asym_only.cif").write_text(NO_SYMMETRY_CIF.format(symmetry=""))
+    (folder / "with_name.cif").write_text(NO_SYMMETRY_CIF.format(symmetry="_symmetry_space_group_name_H-M 'F m -3 m'"))
+    (folder / "with_ops.cif").write_text(NO_SYMMETRY_CIF.format(
+        symmetry="loop_\n_space_group_symop_operation_xyz\n'x, y, z'"))
+    db = load_database(name="cif", path=str(folder), workers=1, cache_dir=tmp_path / "cache")
+    assert db.skipped == {"no symmetry": 1}
+    assert [(i, r) for i, r, _ in db.skipped_entries] == [("asym_only", "no symmetry")]
+    by_id = {r.id: r for r in db}
+    assert by_id["with_name"].space_group == 225       # the space group generates the full cell
+    assert by_id["with_ops"].space_group == 221        # explicit P1 operations: the sites are the cell
+    report = json.loads(next((tmp_path / "cache" / "databases").glob("*.skipped.json")).read_text())
+    assert report["skipped"] == {"no symmetry": 1}
+    assert "asymmetric unit" in report["entries"][0]["detail"]

@@ -207,3 +207,24 @@ def test_bundled_calibrated_model_is_used_without_checkpoint(checkpoint, tmp_pat
     assert len(payload["checkpoints"]) == 2 and payload["temperatures"] == [3.0, 1.0]
     assert payload["predictions"][0]["n_members"] == 2
     assert payload["refusal_threshold_source"] == "config"  # only one member is calibrated
+
+
+def test_huge_values_and_decimal_commas_do_not_stop_the_other_files(predictor, tmp_path, capsys):
+    x, y = _measured(structures()[225])
+    good = write_xy(tmp_path / "good.xy", x, y)
+    commas = tmp_path / "commas.txt"
+    commas.write_text(good.read_text().replace(".", ",").replace(" ", ";"))
+    huge = tmp_path / "huge.xy"
+    huge.write_text(good.read_text().replace(f"{y[100]:.6g}\n", "1.7e308\n", 1).replace(f"{y[200]:.6g}\n", "-1.7e308\n", 1))
+    ambiguous = tmp_path / "ambiguous.xy"
+    ambiguous.write_text("".join(f"{a:.2f} 1,{int(b):03d}.5\n" for a, b in zip(x, y % 1000)))
+    paths = [huge, good, commas, ambiguous]
+    code = main([str(p) for p in paths] + ["--checkpoint", str(predictor.members[0].name), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    payload = json.loads(out)["predictions"]
+    assert [p["error"] is None for p in payload] == [False, True, True, False]
+    assert "sane range" in payload[0]["error"] and f"{huge}:" in err
+    assert "decimal commas" in payload[3]["error"] and f"{ambiguous}:" in err
+    assert payload[1]["candidates"] == payload[2]["candidates"]  # decimal commas read as the same numbers
+    assert payload[1]["candidates"][0]["space_group"] == 225

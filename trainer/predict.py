@@ -350,8 +350,9 @@ class Predictor:
                     per_member.append(prep.values)
                     cov = min(cov, prep.coverage)
                     wl_used = prep.wavelength
-            except PatternError as err:
-                results.append(PatternPrediction(source=source, error=err.problem, n_members=len(self.members),
+            except (ValueError, ArithmeticError) as err:  # PatternError, or anything else this one file caused
+                problem = err.problem if isinstance(err, PatternError) else f"cannot be prepared ({err})"
+                results.append(PatternPrediction(source=source, error=problem, n_members=len(self.members),
                                                  wavelength_source=wl_source))
                 continue
             results.append(PatternPrediction(source=source, coverage=cov, wavelength=wl_used,
@@ -373,6 +374,8 @@ class Predictor:
                 patterns.append(read_pattern(p))
             except PatternError as err:
                 patterns.append(err)
+            except (ValueError, ArithmeticError, OSError) as err:  # one bad file must not stop the others
+                patterns.append(PatternError(p, f"cannot be read ({err})"))
         return self.predict_patterns(patterns, wavelength=wavelength)
 
     def fill_prediction(self, result: PatternPrediction, ens: EnsemblePrediction, j: int) -> None:

@@ -144,3 +144,35 @@ def test_newer_format_is_refused(tmp_path):
     (path / "meta.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="newer"):
         load_for_inference(path)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"space_groups": [2, 14], "model": {', "not valid JSON"),
+    ("[1, 2, 3]", "expected a JSON object"),
+    ('{"model": {}, "input_length": 1024}', "missing field(s) space_groups"),
+    ('{"space_groups": [2, 14, 62, 225], "model": {}, "input_length": "long"}', "input_length must be"),
+    ('{"space_groups": [0, 999], "model": {}, "input_length": 1024}', "space_groups must be"),
+    ('{"space_groups": [2, 14, 62, 225], "model": "park", "input_length": 1024}', "model must be an object"),
+    ('{"space_groups": [2, 14, 62, 225], "model": {"arch": "nonsense"}, "input_length": 1024}', "cannot be built"),
+])
+def test_corrupt_meta_json_names_the_file(tmp_path, text, problem):
+    model, opt, sched, meta = make(step=1)
+    path = save_checkpoint(tmp_path / "c", model, meta)
+    (path / "meta.json").write_text(text)
+    with pytest.raises(ValueError) as info:
+        load_for_inference(path)
+    assert str(path / "meta.json") in str(info.value) and problem in str(info.value)
+
+
+def test_absurd_model_config_is_refused_without_allocating(tmp_path):
+    model, opt, sched, meta = make(step=1)
+    path = save_checkpoint(tmp_path / "c", model, meta)
+    data = json.loads((path / "meta.json").read_text())
+    data["model"] = {**MODEL, "hidden": [2_000_000, 2_000_000]}  # 4e12 parameters: terabytes if built
+    (path / "meta.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="parameters, more than the limit") as info:
+        load_for_inference(path)
+    assert str(path / "meta.json") in str(info.value)
+    from trainer.checkpoint import count_parameters
+
+    assert count_parameters(meta) == sum(p.numel() for p in model.parameters())  # the count is exact

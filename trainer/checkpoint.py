@@ -301,8 +301,59 @@ def run_folder(checkpoint: str | os.PathLike) -> Optional[Path]:
     return None
 
 
+# Largest model (parameters, counted from the config without allocating) a checkpoint may ask for.
+MAX_PARAMETERS = 2_000_000_000
+
+
 def load_meta(path: str | os.PathLike) -> CheckpointMeta:
-    return CheckpointMeta.from_dict(json.loads((resolve(path) / META).read_text()))
+    """The ``meta.json`` of a checkpoint; ``ValueError`` naming the file when it is not valid JSON
+    or does not describe a checkpoint (missing or mistyped fields)."""
+    file = resolve(path) / META
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(data).__name__}")
+    missing = [k for k in ("space_groups", "model", "input_length") if k not in data]
+    if missing:
+        raise ValueError(f"{file}: missing field(s) {', '.join(missing)}")
+    try:
+        meta = CheckpointMeta.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{file}: {err}") from err
+    problems = []
+    if not isinstance(meta.space_groups, list) or not meta.space_groups or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 230 for s in meta.space_groups):
+        problems.append("space_groups must be a non-empty list of space-group numbers 1..230")
+    if not isinstance(meta.model, dict):
+        problems.append("model must be an object (the model config)")
+    if not isinstance(meta.input_length, int) or isinstance(meta.input_length, bool) or not 1 <= meta.input_length <= 10**7:
+        problems.append(f"input_length must be an integer in 1..10^7, got {meta.input_length!r}")
+    if meta.volume_norm is not None and not (isinstance(meta.volume_norm, dict) and {"mean", "std"} <= set(meta.volume_norm)):
+        problems.append("volume_norm must be null or an object with 'mean' and 'std'")
+    if problems:
+        raise ValueError(f"{file}: " + "; ".join(problems))
+    return meta
+
+
+def count_parameters(meta: CheckpointMeta, source: str | os.PathLike = META,
+                     limit: Optional[int] = MAX_PARAMETERS) -> int:
+    """Parameters of the model ``meta`` describes, counted on the ``meta`` device (nothing is
+    allocated); ``ValueError`` naming ``source`` when the config cannot be built or the count exceeds
+    ``limit``."""
+    from trainer.models import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(meta.model, meta.n_classes, meta.input_length)
+    except Exception as err:  # the model builder's own errors carry no file name
+        raise ValueError(f"{source}: the model config cannot be built ({type(err).__name__}: {err})") from err
+    n = sum(p.numel() for p in model.parameters())
+    if limit is not None and n > limit:
+        raise ValueError(f"{source}: the model config asks for {n:,} parameters, more than the limit of "
+                         f"{limit:,}; refusing to build it (absurd layer sizes in the model config?)")
+    return n
 
 
 def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -317,6 +368,7 @@ def load_for_inference(
 
     directory = resolve(path)
     meta = load_meta(directory)
+    count_parameters(meta, directory / META)
     model = build_model(meta.model, meta.n_classes, meta.input_length)
     model.load_state_dict(load_weights(directory, "cpu"), strict=True)
     model.to(device).eval()

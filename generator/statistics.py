@@ -11,6 +11,7 @@ module imports nothing above it: the pipeline and the command line import it, ne
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections import Counter, defaultdict
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.symmetry import CRYSTAL_SYSTEMS, LATTICE_PARAMETERS
+from generator.symmetry import CRYSTAL_SYSTEMS, LATTICE_PARAMETERS, crystal_system
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 _PARAMETER_INDEX = {"a": 0, "b": 1, "c": 2, "alpha": 3, "beta": 4, "gamma": 5}
 
 
@@ -261,7 +263,17 @@ def _space_group_statistics(number: int, records: list) -> SpaceGroupStatistics:
     )
 
 
-def _lattice_kdes(records: list) -> dict[str, LatticeKDE]:
+def _lattice_kdes(records: list, needed: dict[str, list[int]] | None = None,
+                  counts: dict[int, int] | None = None) -> dict[str, LatticeKDE]:
+    """One lattice KDE per crystal system present in ``records``.
+
+    A system with too few (or too alike) crystals for scipy's KDE gets none. When ``needed``
+    (crystal system -> its classified space groups) holds a system with no more crystals than
+    lattice parameters, a ``ValueError`` says which system, how many crystals it has, and what to
+    change (``counts``: space group -> its statistics crystals, for the threshold that would leave
+    those groups out).
+    """
+    needed, counts = needed or {}, counts or {}
     rows: dict[str, list] = defaultdict(list)
     for rec in records:
         rows[rec.crystal_system].append(unit_volume_lattice(rec))
@@ -275,11 +287,26 @@ def _lattice_kdes(records: list) -> dict[str, LatticeKDE]:
         kde = LatticeKDE(crystal_system=cs, parameters=tuple(names), data=np.ascontiguousarray(data),
                          factor=float(len(data) ** (-1.0 / (d + 4))) if d else 0.0)
         if d:
-            # Too few crystals of a system give a singular covariance; such a system gets no
-            # KDE rather than one that fails when sampled (never the case for a classified group).
+            # Too few crystals of a system give a singular covariance: such a system gets no KDE
+            # (scipy: LinAlgError when they are too alike; ValueError when there are no more
+            # crystals than parameters, which a classified space group of the system cannot do without).
             try:
                 kde.kde()
             except np.linalg.LinAlgError:
+                if cs in needed:
+                    log.warning("no lattice KDE for %s (classified space groups %s): its %d statistics crystals "
+                                "are too alike", cs, needed[cs], len(data))
+                continue
+            except ValueError as exc:
+                if cs in needed:
+                    groups = needed[cs]
+                    raise ValueError(
+                        f"crystal system {cs!r} has {len(data)} statistics crystal(s), too few for its lattice KDE "
+                        f"over ({', '.join(names)}) (needs more than {d}), but space group(s) {groups} of it are "
+                        f"classified. Add {cs} structures to the database, or set "
+                        f"statistics.min_crystals_per_class above {max(counts.get(g, 0) for g in groups)} so that "
+                        f"these groups are not classified (scipy: {str(exc).splitlines()[0][:80]})") from None
+                log.info("no lattice KDE for %s: %d statistics crystals are too few", cs, len(data))
                 continue
         kdes[cs] = kde
     return kdes
@@ -290,7 +317,8 @@ def _density_kde(records: list) -> DensityKDE:
 
     data = np.array([(r.density_factor, r.atomic_volume) for r in records if np.isfinite(r.density_factor)], float)
     if len(data) < 3:
-        raise ValueError(f"only {len(data)} statistics crystals with a known density factor; need at least 3")
+        raise ValueError(f"only {len(data)} statistics crystals with a known density factor; need at least 3 "
+                         f"for the density KDE: add structures to the database")
     with warnings.catch_warnings():  # statsmodels' pandas deprecation chatter
         warnings.simplefilter("ignore", FutureWarning)
         kde = KDEMultivariateConditional(endog=[data[:, 0]], exog=[data[:, 1]], dep_type="c", indep_type="c",
@@ -318,9 +346,14 @@ def extract_statistics(database, split, min_crystals_per_class: int = 50) -> "St
         by_group[rec.space_group].append(rec)
     groups = sorted(g for g, recs in by_group.items() if len(recs) >= min_crystals_per_class)
     if not groups:
-        raise ValueError(f"no space group has >= {min_crystals_per_class} statistics crystals "
-                         f"(largest: {max(len(v) for v in by_group.values())}); lower min_crystals_per_class")
+        largest = max(len(v) for v in by_group.values())
+        raise ValueError(f"no space group has >= {min_crystals_per_class} statistics crystals (largest: {largest}, "
+                         f"of {len(records)} statistics crystals); lower statistics.min_crystals_per_class "
+                         f"(to at most {largest}) or add structures to the database")
     counts = np.array([len(by_group[g]) for g in groups], float)
+    needed: dict[str, list[int]] = defaultdict(list)  # crystal system -> its classified groups
+    for g in groups:
+        needed[crystal_system(g)].append(g)
     elements = Counter(el for rec in records for el in set(rec.asym_elements))
     descriptors = {
         "volume": np.array([r.volume for r in records], np.float64),
@@ -344,7 +377,7 @@ def extract_statistics(database, split, min_crystals_per_class: int = 50) -> "St
         prior=counts / counts.sum(),
         per_space_group={g: _space_group_statistics(g, by_group[g]) for g in groups},
         element_probabilities=_normalise(elements),
-        lattice_kdes=_lattice_kdes(records),
+        lattice_kdes=_lattice_kdes(records, needed, {g: len(by_group[g]) for g in groups}),
         density_kde=_density_kde(records),
         descriptors=descriptors,
         provenance=provenance,

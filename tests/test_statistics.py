@@ -159,7 +159,7 @@ def test_prepare_data_caches(tmp_path):
 def test_cli_end_to_end_on_a_cif_folder(bad_cif_folder, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "generator.statistics", "database=cif", f"database.path={bad_cif_folder}",
-           "database.workers=1", "statistics.min_crystals_per_class=1", f"statistics.cache_dir={tmp_path / 'cache'}",
+           "database.workers=1", "statistics.min_crystals_per_class=3", f"statistics.cache_dir={tmp_path / 'cache'}",
            f"output_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -171,3 +171,42 @@ def test_cli_end_to_end_on_a_cif_folder(bad_cif_folder, tmp_path):
     stats = Statistics.load(out / "statistics")
     assert stats.n_classes == report["n_classes"] >= 1
     assert Path(out / "split.json").is_file() and Path(out / "skipped.json").is_file()
+
+
+def _small_cif_split(folder, cache_dir):
+    """The small CIF database and a split with its rutile-type (tetragonal) crystals on the statistics side."""
+    from generator.database import load_database
+
+    db = load_database(name="cif", path=str(folder), workers=1, cache_dir=cache_dir)
+    for seed in range(50):
+        split = structure_type_split(db, seed=seed)
+        if {db[i].crystal_system for i in split.statistics_ids} >= {"tetragonal", "cubic"}:
+            return db, split
+    pytest.skip("no split puts the tetragonal crystals on the statistics side")
+
+
+def test_too_few_crystals_for_a_lattice_kde_is_a_clear_error(tmp_path):
+    from small_crystals import write_small_cifs
+
+    folder = write_small_cifs(tmp_path / "cifs")
+    (folder / "SnO2.cif").unlink()  # one tetragonal crystal left: scipy's "more dimensions than samples"
+    db, split = _small_cif_split(folder, tmp_path / "cache")
+    n_tetragonal = sum(db[i].crystal_system == "tetragonal" for i in split.statistics_ids)
+    assert n_tetragonal == 1
+    with pytest.raises(ValueError) as err:
+        extract_statistics(db, split, min_crystals_per_class=1)
+    msg = str(err.value)
+    assert f"crystal system 'tetragonal' has {n_tetragonal} statistics crystal" in msg
+    assert "[136]" in msg and f"statistics.min_crystals_per_class above {n_tetragonal}" in msg
+    # what the message says to do works: the tetragonal group is no longer classified
+    stats = extract_statistics(db, split, min_crystals_per_class=n_tetragonal + 1)
+    assert 136 not in stats.space_groups and "tetragonal" not in stats.lattice_kdes
+
+
+def test_threshold_above_every_group_says_what_to_lower(bad_cif_folder, cache_dir):
+    from generator.database import load_database
+
+    db = load_database(name="cif", path=str(bad_cif_folder), workers=1, cache_dir=cache_dir)
+    split = structure_type_split(db, seed=0)
+    with pytest.raises(ValueError, match=r"lower statistics\.min_crystals_per_class \(to at most \d+\) or add"):
+        extract_statistics(db, split, min_crystals_per_class=50)

@@ -196,18 +196,93 @@ def test_resume_restores_the_real_structure_source(tmp_path):
     assert sa["rng"] == sb["rng"] and torch.equal(sa["order"], sb["order"]) and sa["epochs"] == sb["epochs"]
 
 
-def test_wandb_offline_logger(tmp_path, monkeypatch):
+def _wandb_history(run_dir):
+    """The history rows of an offline W&B run, read from its ``.wandb`` file (a LevelDB-style log of
+    protobuf records: 7-byte file header, 32 KiB blocks, 7-byte record headers). W&B's service may
+    still be writing when ``finish()`` returns: wait (up to 60 s) for the run's exit record."""
+    import time
+
+    deadline = time.monotonic() + 60.0
+    while True:
+        rows, complete = _read_wandb_file(run_dir)
+        if complete or time.monotonic() > deadline:
+            assert complete, f"{run_dir}: no exit record after 60 s"
+            return rows
+        time.sleep(0.2)
+
+
+def _read_wandb_file(run_dir):
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = list(run_dir.glob("*.wandb"))
+    data = path.read_bytes()
+    complete = False
+    if data[:4] != b":W&B":
+        return [], False
+    pos, block, buf, rows = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:  # zero padding to the end of the block
+            pos += left
+            continue
+        buf += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            try:
+                record.ParseFromString(buf)
+            except Exception:  # a record still being written
+                return rows, False
+            buf = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
+            complete = complete or record.WhichOneof("record_type") == "exit"
+    return rows, complete
+
+
+def test_wandb_offline_logger(tmp_path, monkeypatch, capsys):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    s = spec(tmp_path, max_steps=2, checkpoint_every=0)
+    s = spec(tmp_path, max_steps=6, checkpoint_every=0, eval_every=3)
     s.logger = type(s.logger)(name="wandb", mode="offline", project="crystalstream-test")
-    result = fit(s, ToySource(length=LENGTH, seed=0))
-    assert result.step == 2
+    evaluator = InProcessEvaluator(ModelFactory(TINY, 4, LENGTH),
+                                   {"synthetic": ToySource(length=LENGTH, batch_size=16, seed=99).get(1.0)})
+    result = fit(s, ToySource(length=LENGTH, seed=0), evaluator)
+    assert result.step == 6
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert (tmp_path / "train.csv").exists()  # local metrics are written as well
     assert load_training_state(result.final_checkpoint).extra["wandb_id"]
+    history = _wandb_history(runs[0])
+    assert [r["eval/step"] for r in history if "eval/step" in r] == [3, 6]  # every evaluation is kept
+    assert all("eval/synthetic/top1" in r for r in history if "eval/step" in r)
+    assert [r["train/step"] for r in history if "train/step" in r] == [2, 4, 6]
+    assert f"wandb sync {runs[0]}" in capsys.readouterr().out  # where the offline run went, and how to upload it
+
+
+def test_wandb_keeps_evaluations_that_arrive_after_later_training_steps(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from trainer.metrics_log import MetricsLog
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    log = MetricsLog(tmp_path, {"name": "wandb", "mode": "offline", "project": "crystalstream-test"})
+    log.log("train", 10, {"loss": 1.0})
+    log.log("eval", 5, {"top1": 0.25})  # an evaluation of step 5 finishing after step 10 was logged
+    log.log("train", 20, {"loss": 0.5})
+    log.log("eval", 15, {"top1": 0.5})
+    log.close()
+    (run,) = list((tmp_path / "wandb").glob("offline-run-*"))
+    history = _wandb_history(run)
+    assert [(r["eval/step"], r["eval/top1"]) for r in history if "eval/step" in r] == [(5, 0.25), (15, 0.5)]
+    assert [(r["train/step"], r["train/loss"]) for r in history if "train/step" in r] == [(10, 1.0), (20, 0.5)]
 
 
 def test_cosine_schedule_warms_up_and_decays():

@@ -49,7 +49,7 @@ class MetricsLog:
         os.environ.setdefault("WANDB_SILENT", "true")
         wandb_dir = Path(self.cfg.dir) if self.cfg.dir else self.dir
         wandb_dir.mkdir(parents=True, exist_ok=True)
-        return wandb.init(
+        run = wandb.init(
             project=self.cfg.project,
             entity=self.cfg.entity,
             name=self.cfg.run_name,
@@ -61,6 +61,20 @@ class MetricsLog:
             resume="allow" if resume_id else None,
             reinit=True,
         )
+        # Each kind of record has its own step axis ("train/step", "eval/step"): evaluations arrive
+        # after later training steps were logged, and W&B drops history rows logged with an
+        # explicit step= lower than one it has already seen.
+        self._wandb_kinds: set[str] = set()
+        return run
+
+    def _wandb_step_metric(self, kind: str) -> str:
+        """``<kind>/step``, declared once per kind as the step axis of ``<kind>/*``."""
+        key = f"{kind}/step"
+        if kind not in self._wandb_kinds:
+            self.wandb_run.define_metric(key)
+            self.wandb_run.define_metric(f"{kind}/*", step_metric=key)
+            self._wandb_kinds.add(kind)
+        return key
 
     @property
     def wandb_id(self) -> Optional[str]:
@@ -72,8 +86,10 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
         self._write_csv(kind, record)
         if self.wandb_run is not None:
-            self.wandb_run.log({f"{kind}/{k}": v for k, v in record.items() if k not in ("kind", "step")
-                                and isinstance(v, (int, float))}, step=int(step))
+            row = {f"{kind}/{k}": v for k, v in record.items() if k not in ("kind", "step")
+                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            row[self._wandb_step_metric(kind)] = int(step)
+            self.wandb_run.log(row)  # no step=: W&B's own counter only orders the rows
 
     def _write_csv(self, kind: str, record: dict) -> None:
         path = self.dir / f"{kind}.csv"
@@ -112,8 +128,18 @@ class MetricsLog:
 
     def close(self) -> None:
         if self.wandb_run is not None:
+            try:
+                run_dir = Path(self.wandb_run.dir).parent  # <dir>/wandb/offline-run-<time>-<id>
+            except Exception:  # a disabled run has no folder
+                run_dir = Path("")
+            offline = run_dir.name.startswith("offline-run-")
             self.wandb_run.finish()
             self.wandb_run = None
+            if offline:
+                message = (f"W&B offline run written to {run_dir}; upload it with: "
+                           f"wandb login && wandb sync {run_dir}")
+                log.info(message)
+                print(message, flush=True)
 
 
 # ------------------------------------------------------------------------- reading and truncating

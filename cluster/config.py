@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 from generator.config import as_config
 
+PAYLOADS = ("array", "peaks")  # what a synthetic producer sends (cluster.payload)
+
 
 def check(ok: bool, key: str, problem: str) -> None:
     """Raise ``ValueError("<key> <problem>")`` unless ``ok``: the one form of a bad-config message."""
@@ -96,8 +98,6 @@ class ClusterConfig:
 
     def validate(self, prefix: str = "cluster") -> "ClusterConfig":
         """Raise ``ValueError`` naming the key of an impossible value (before Ray or data start); returns ``self``."""
-        from cluster.producer import PAYLOADS
-
         check(self.source in ("ray", "local", "real"), f"{prefix}.source",
               f"must be one of ray, local, real, got {self.source!r}")
         check(self.batch_size > 0, f"{prefix}.batch_size", f"must be > 0, got {self.batch_size}")

@@ -15,14 +15,13 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from cluster.batch import Batch
-from cluster.config import to_dataclass
+from cluster.config import PAYLOADS, to_dataclass
 
 # Top-level branches of the seed tree (SeedSequence(root).spawn children).
 GENERATION = 0     # (GENERATION, actor slot, incarnation)
 EVALUATION = 1     # (EVALUATION, test set index)
 REAL_SOURCE = 2    # (REAL_SOURCE, ...)
 
-PAYLOADS = ("array", "peaks")  # what a synthetic producer sends (cluster.payload)
 
 
 def seed_for(root: int, *path: int) -> np.random.SeedSequence:

@@ -174,15 +174,23 @@ def validate_config(cfg: DictConfig) -> None:
         to_dataclass(EvaluationConfig, cfg.evaluation).validate()
 
 
-def run(cfg: DictConfig) -> FitResult:
-    """Prepare data, start the stream and evaluators, train, report. See ``conf/train.yaml``."""
+@dataclass
+class RunSetup:
+    """A run's folder and its typed config groups, after validation (see :func:`setup_run`)."""
+
+    out_dir: Path
+    start_step: int  # the resumed checkpoint's step (0 for a fresh run)
+    trainer: TrainerConfig
+    cluster: Any
+    evaluation: Any
+    generator: Any
+
+
+def setup_run(cfg: DictConfig) -> RunSetup:
+    """Validate ``cfg``, create (or, on resume, clean) the run folder, record it in ``cfg.trainer.output_dir``,
+    resolve the interpolations and type the groups every kind of run needs."""
     from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
-    from cluster.connect import init_ray
-    from cluster.evaluation import make_evaluator, reserved_cpus
-    from cluster.testsets import build_test_sets, pattern_cache_dir
     from generator import GeneratorConfig
-    from generator.pipeline import prepare_data
-    from simulator import SimulationConfig
 
     validate_config(cfg)
     out_dir = _output_dir(cfg)
@@ -192,10 +200,21 @@ def run(cfg: DictConfig) -> FitResult:
     cfg.trainer.output_dir = str(out_dir)
     OmegaConf.set_struct(cfg, True)
     OmegaConf.resolve(cfg)
-    tcfg = typed(TrainerConfig, cfg.trainer)
-    cluster_cfg = to_dataclass(ClusterConfig, cfg.cluster)
-    eval_cfg = to_dataclass(EvaluationConfig, cfg.evaluation)
-    generator_cfg = to_dataclass(GeneratorConfig, cfg.generator)
+    return RunSetup(out_dir, start_step, typed(TrainerConfig, cfg.trainer), to_dataclass(ClusterConfig, cfg.cluster),
+                    to_dataclass(EvaluationConfig, cfg.evaluation), to_dataclass(GeneratorConfig, cfg.generator))
+
+
+def run(cfg: DictConfig) -> FitResult:
+    """Prepare data, start the stream and evaluators, train, report. See ``conf/train.yaml``."""
+    from cluster.connect import init_ray
+    from cluster.evaluation import make_evaluator, reserved_cpus
+    from cluster.testsets import build_test_sets, pattern_cache_dir
+    from generator.pipeline import prepare_data
+    from simulator import SimulationConfig
+
+    setup = setup_run(cfg)
+    out_dir, start_step, tcfg = setup.out_dir, setup.start_step, setup.trainer
+    cluster_cfg, eval_cfg, generator_cfg = setup.cluster, setup.evaluation, setup.generator
     simulation_cfg = SimulationConfig.from_any(cfg.simulation)
 
     device = resolve_device(tcfg.device)

@@ -95,30 +95,20 @@ def run_zone_axis(cfg: DictConfig):
     """Data, zone-axis stream, training loop, held-out scoring; returns the ``FitResult`` with those scores."""
     import torch
 
-    from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
     from cluster.stream import make_source
-    from generator import GeneratorConfig
     from generator.pipeline import prepare_data
     from simulator.zone_axis import ZoneAxisConfig, ZoneAxisSimulator
     from trainer.checkpoint import load_weights
-    from trainer.config import TrainerConfig, to_dict, typed
+    from trainer.config import to_dict
     from trainer.loop import RunSpec, fit, resolve_device
     from trainer.models import build_model
-    from trainer.run import _output_dir, prepare_output_dir, print_report, volume_normalisation
+    from trainer.run import print_report, setup_run, volume_normalisation
 
     if "representation" not in cfg:
         raise ValueError("no representation config: add +representation=zone_axis or use +experiment=tiong_msdn")
-    out_dir = _output_dir(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prepare_output_dir(out_dir, cfg.trainer.get("resume"))
-    OmegaConf.set_struct(cfg, False)
-    cfg.trainer.output_dir = str(out_dir)
-    OmegaConf.set_struct(cfg, True)
-    OmegaConf.resolve(cfg)
-    tcfg = typed(TrainerConfig, cfg.trainer)
-    cluster_cfg = to_dataclass(ClusterConfig, cfg.cluster)
-    eval_cfg = to_dataclass(EvaluationConfig, cfg.evaluation)
-    generator_cfg = to_dataclass(GeneratorConfig, cfg.generator)
+    setup = setup_run(cfg)
+    out_dir, tcfg = setup.out_dir, setup.trainer
+    cluster_cfg, eval_cfg, generator_cfg = setup.cluster, setup.evaluation, setup.generator
     try:
         za_cfg = ZoneAxisConfig.from_any(cfg.representation)
     except Exception as err:

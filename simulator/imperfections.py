@@ -11,11 +11,7 @@ import numpy as np
 from scipy.stats import truncnorm
 
 from simulator.config import GPBackgroundConfig, ImpurityConfig, NoiseConfig, VecseiBackgroundConfig
-
-
-def _uniform(rng: np.random.Generator, bounds) -> float:
-    lo, hi = float(bounds[0]), float(bounds[1])
-    return lo if hi <= lo else float(rng.uniform(lo, hi))
+from simulator.measurement import uniform as _uniform
 
 
 def _truncated_normal(rng: np.random.Generator, mean: float, sd: float, lo: float, hi: float) -> float:

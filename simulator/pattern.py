@@ -56,14 +56,17 @@ class PatternSimulator:
         lo = max(self.grid[0] - c.profile.margin_deg, 0.0)
         hi = min(self.grid[-1] + c.profile.margin_deg + 3.0 * c.shift.enabled, 179.9)
         arrays = crystal_arrays(crystal, symmetry=c.symmetry)
+        rotations = None  # the crystal's Laue rotations, found once if strain or texture needs them
         if rng is not None and c.strain.enabled:
             iso, aniso = meas.draw_strain(rng, c.strain.isotropic, c.strain.anisotropic_sd)
-            arrays.lattice = meas.strained_lattice(arrays.lattice, self._symmetry_of(crystal, arrays), iso, aniso)
+            rotations = self._symmetry_of(crystal, arrays)
+            arrays.lattice = meas.strained_lattice(arrays.lattice, rotations, iso, aniso)
         peaks = peaks_from_arrays(arrays, c.wavelength, (lo, hi), c.debye_waller_b, c.min_peak_intensity)
         if rng is not None and c.texture.enabled and len(peaks) and rng.random() < c.texture.probability:
             r = meas.uniform(rng, c.texture.march_r, log=True)
-            factor = meas.march_dollase(peaks.hkl, arrays.lattice, self._symmetry_of(crystal, arrays),
-                                        meas.draw_texture_axis(rng), r)
+            if rotations is None:
+                rotations = self._symmetry_of(crystal, arrays)
+            factor = meas.march_dollase(peaks.hkl, arrays.lattice, rotations, meas.draw_texture_axis(rng), r)
             inten = peaks.intensity * factor
             peaks.intensity = inten / inten.max()
         return peaks

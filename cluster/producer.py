@@ -85,17 +85,8 @@ class SyntheticProducer:
         if self.patterns_per_crystal > 1:
             crystals = [c for c in crystals for _ in range(self.patterns_per_crystal)]
         patterns = np.asarray(self.simulator.patterns(crystals, self.rng))
-        space_groups = np.array([c.space_group for c in crystals], np.int16)
-        batch = Batch(
-            patterns=patterns.astype(self.dtype, copy=False),
-            labels=np.array([self.class_index[int(s)] for s in space_groups], np.int64),
-            space_groups=space_groups,
-            log_volume=np.log(np.array([c.volume for c in crystals], np.float64)).astype(np.float32),
-        )
-        self._crystals += len(crystals) // self.patterns_per_crystal
-        self._batches += 1
-        self._sample_seconds += t1 - t0
-        self._seconds += time.perf_counter() - t0
+        batch = crystal_batch(patterns.astype(self.dtype, copy=False), crystals, self.class_index)
+        self._count(len(crystals) // self.patterns_per_crystal, t0, t1)
         return batch
 
     def _peak_batch(self, crystals: list, t0: float, t1: float):
@@ -104,16 +95,32 @@ class SyntheticProducer:
         labels = np.repeat([self.class_index[int(c.space_group)] for c in crystals], self.patterns_per_crystal)
         batch = draw_peak_batch(self.simulator, crystals, self.rng, self.patterns_per_crystal, labels,
                                 noise_seed=int(self.noise_rng.integers(1 << 62)))
-        self._crystals += len(crystals)
+        self._count(len(crystals), t0, t1)
+        return batch
+
+    def _count(self, n_crystals: int, t0: float, t1: float) -> None:
+        """Add one batch of ``n_crystals`` to the counters: sampling took t0..t1, the batch t0..now."""
+        self._crystals += n_crystals
         self._batches += 1
         self._sample_seconds += t1 - t0
         self._seconds += time.perf_counter() - t0
-        return batch
 
     def stats(self) -> dict[str, Any]:
         rejections = getattr(self.sampler, "rejections", {}) or {}
         return {"crystals": self._crystals, "batches": self._batches, "seconds": self._seconds,
                 "sample_seconds": self._sample_seconds, "rejections": dict(Counter(rejections))}
+
+
+def crystal_batch(patterns: np.ndarray, crystals: list, class_index: dict[int, int]) -> Batch:
+    """A :class:`Batch` of ``patterns`` (B, ...) made from ``crystals`` (B,): class labels through
+    ``class_index`` (space group -> class), space groups and natural-log cell volumes."""
+    space_groups = np.array([c.space_group for c in crystals], np.int16)
+    return Batch(
+        patterns=patterns,
+        labels=np.array([class_index[int(s)] for s in space_groups], np.int64),
+        space_groups=space_groups,
+        log_volume=np.log(np.array([c.volume for c in crystals], np.float64)).astype(np.float32),
+    )
 
 
 def _make_sampler(cls, statistics, generator_cfg, seed: np.random.SeedSequence):

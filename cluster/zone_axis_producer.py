@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cluster.batch import Batch
-from cluster.producer import _make_sampler
+from cluster.producer import _make_sampler, crystal_batch
 
 MAX_REDRAWS = 50  # crystals drawn in place of one that cannot be imaged before giving up
 
@@ -76,13 +76,7 @@ class ZoneAxisProducer:
                     if attempt == MAX_REDRAWS:
                         raise RuntimeError(f"{MAX_REDRAWS + 1} crystals in a row failed to image: {err}") from err
                     crystals[i] = self.sampler.sample_many(1)[0]
-        space_groups = np.array([c.space_group for c in crystals], np.int16)
-        batch = Batch(
-            patterns=to_payload(images, self.dtype),
-            labels=np.array([self.class_index[int(s)] for s in space_groups], np.int64),
-            space_groups=space_groups,
-            log_volume=np.log(np.array([c.volume for c in crystals], np.float64)).astype(np.float32),
-        )
+        batch = crystal_batch(to_payload(images, self.dtype), crystals, self.class_index)
         self._crystals += len(crystals)
         self._batches += 1
         self._sample_seconds += t1 - t0

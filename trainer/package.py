@@ -139,17 +139,23 @@ def run_info(checkpoint: Path) -> RunInfo:
     return info
 
 
-def load_evaluation(path: str | Path) -> dict:
-    """Metrics of an evaluation JSON file (``trainer.evaluate --json`` output or ``metrics.json``)."""
-    path = Path(path)
+def _json_object(path: Path, name: str, expected: str) -> dict:
+    """The JSON object in ``path``; errors say which file (``name`` when it is missing) and what was wrong."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"evaluation file {path} not found") from err
+        raise FileNotFoundError(f"{name} not found") from err
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not JSON ({err})") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of metrics")
+        raise ValueError(f"{path}: expected {expected}")
+    return data
+
+
+def load_evaluation(path: str | Path) -> dict:
+    """Metrics of an evaluation JSON file (``trainer.evaluate --json`` output or ``metrics.json``)."""
+    path = Path(path)
+    data = _json_object(path, f"evaluation file {path}", "a JSON object of metrics")
     if "top1" not in data and "top1_count" not in data:
         raise ValueError(f"{path}: no 'top1' in it; give trainer.evaluate --json output or its metrics.json")
     return data
@@ -250,14 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         extra: dict[str, Any] = {}
         if args.card_extra:
-            try:
-                extra = json.loads(Path(args.card_extra).read_text())
-            except FileNotFoundError as err:
-                raise FileNotFoundError(f"--card-extra {args.card_extra} not found") from err
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{args.card_extra}: not JSON ({err})") from err
-            if not isinstance(extra, dict):
-                raise ValueError(f"{args.card_extra}: expected a JSON object")
+            extra = _json_object(Path(args.card_extra), f"--card-extra {args.card_extra}", "a JSON object")
         evaluations = {k: v for k, v in (extra.get("evaluations") or {}).items()}
         evaluations.update(parse_evals(args.eval))
         out = package(args.source, args.name, Path(args.dest) if args.dest else None, evaluations, extra,

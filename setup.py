@@ -7,7 +7,7 @@ pyproject.toml cannot combine automatic discovery with a renamed folder, hence t
 """
 from setuptools import find_namespace_packages, find_packages, setup
 
-CODE = ["generator", "simulator", "cluster", "trainer"]
+CODE = ["generator", "simulator", "evaluation", "cluster", "trainer", "inference"]
 # the config groups (conf/model, conf/trainer, ...) are listed too: they hold only YAML files
 CONF_GROUPS = [f"crystalstream_conf.{g}" for g in find_namespace_packages(where="conf", exclude=["*__pycache__*"])]
 

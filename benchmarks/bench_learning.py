@@ -133,9 +133,9 @@ class _Clock:
 
 @contextmanager
 def _timed_evaluators(clocks: list):
-    import cluster.evaluation as evaluation
+    import cluster.evaluators as evaluators
 
-    real = evaluation.make_evaluator
+    real = evaluators.make_evaluator
 
     def make(*args, **kwargs):
         inner = real(*args, **kwargs)
@@ -144,7 +144,7 @@ def _timed_evaluators(clocks: list):
         clocks.append(_Clock(inner))
         return clocks[-1]
 
-    with mock.patch.object(evaluation, "make_evaluator", make):
+    with mock.patch.object(evaluators, "make_evaluator", make):
         yield
 
 
@@ -331,7 +331,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--patterns", type=int, default=200_000, help="patterns at the last point (default 200000)")
     p.add_argument("--points", type=int, default=4, help="points N/2^(K-1) ... N (default 4)")
     p.add_argument("--heldout", default="test_spglib",
-                   help="held-out test set scored (cluster.testsets: test_spglib, test_database, test_ordered)")
+                   help="held-out test set scored (evaluation.testsets: test_spglib, test_database, test_ordered)")
     p.add_argument("--warmup", type=int, default=2,
                    help="steps of an unreported warm-up run of the first config before the measured runs (0: none)")
     p.add_argument("--threads", type=int, default=1, help="trainer.torch_threads of every run (default 1)")

@@ -16,22 +16,7 @@ import numpy as np
 
 from cluster.batch import Batch
 from cluster.config import PAYLOADS, to_dataclass
-
-# Top-level branches of the seed tree (SeedSequence(root).spawn children).
-GENERATION = 0     # (GENERATION, actor slot, incarnation)
-EVALUATION = 1     # (EVALUATION, test set index)
-REAL_SOURCE = 2    # (REAL_SOURCE, ...)
-
-
-
-def seed_for(root: int, *path: int) -> np.random.SeedSequence:
-    """The node ``path`` of the spawn tree of ``SeedSequence(root)``.
-
-    ``seed_for(r, a, b)`` equals ``SeedSequence(r).spawn(a + 1)[a].spawn(b + 1)[b]``; distinct
-    paths give independent streams.
-    """
-    return np.random.SeedSequence(int(root), spawn_key=tuple(int(p) for p in path))
-
+from generator.seeding import EVALUATION, GENERATION, REAL_SOURCE, seed_for  # noqa: F401 (re-exported)
 
 class Producer(Protocol):
     def next_batch(self) -> Batch:

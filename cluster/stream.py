@@ -582,7 +582,7 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
     if cfg.source == "real":
         if prepared is None:
             raise ValueError("cluster.source=real needs the prepared database and split")
-        from cluster.testsets import real_training_arrays
+        from cluster.real_source import real_training_arrays
 
         if cache_dir is None:
             from generator.config import default_cache_dir

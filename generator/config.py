@@ -116,3 +116,8 @@ def as_config(cls, cfg: Any = None, **overrides):
     except OmegaConfBaseException as err:
         known = sorted(f.name for f in fields(cls))
         raise ValueError(f"{cls.__name__}: unknown option or bad value ({err.msg}); known options: {known}") from err
+
+def check(ok: bool, key: str, problem: str) -> None:
+    """Raise ``ValueError("<key> <problem>")`` unless ``ok``: the one form of a bad-config message."""
+    if not ok:
+        raise ValueError(f"{key} {problem}")

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from trainer.pretrained import bundled_checkpoints, bundled_model_card
+from inference.pretrained import bundled_checkpoints, bundled_model_card
 
 
 def test_a_model_ships_with_the_package():
     folders = bundled_checkpoints()
-    assert folders, "no model in trainer/pretrained/"
+    assert folders, "no model in inference/pretrained/"
     for folder in folders:
         assert (folder / "model.safetensors").stat().st_size < 50e6
         cal = json.loads((folder / "calibration.json").read_text())
@@ -31,8 +31,8 @@ def test_bundled_model_answers_a_simulated_rock_salt_pattern(tmp_path, capsys):
 
     from simulator import PatternSimulator
     from trainer.checkpoint import load_meta
-    from trainer.patterns import write_xy
-    from trainer.predict import main
+    from inference.patterns import write_xy
+    from inference.predict import main
 
     meta = load_meta(bundled_checkpoints()[0])
     sim = PatternSimulator(meta.simulation)

@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from trainer.calibration import (CALIBRATION, CalibrationConfig, calibrate_logits, choose_refusal_threshold,
+from inference.calibration import (CALIBRATION, CalibrationConfig, calibrate_logits, choose_refusal_threshold,
                                  expected_calibration_error, fit_temperature, load_calibration,
                                  negative_log_likelihood)
-from trainer.ensemble import softmax
+from inference.ensemble import softmax
 
 
 def _sharpened(t0: float, n: int = 4000, c: int = 10, seed: int = 0):
@@ -85,7 +85,7 @@ def test_bad_calibration_files_and_knobs_are_named(tmp_path):
     assert load_calibration(ckpt)["temperature"] == 1.5
     with pytest.raises(ValueError, match="target_accuracy"):
         CalibrationConfig(target_accuracy=1.5).validate()
-    from trainer.predict import load_config
+    from inference.predict import load_config
 
     bad = tmp_path / "inference.yaml"
     bad.write_text("calibration:\n  temperature_bounds: [2.0, 1.0]\n")
@@ -98,9 +98,9 @@ def test_calibrate_command_writes_a_file_the_predictor_uses(tmp_path, monkeypatc
     from tiny_checkpoint import shared_tiny_checkpoint
     from toy_statistics import toy_statistics
 
-    import trainer.calibration as calibration
-    from trainer.calibrate import main
-    from trainer.predict import Predictor, load_config
+    import inference.calibration as calibration
+    from inference.calibrate import main
+    from inference.predict import Predictor, load_config
 
     ckpt = shutil.copytree(shared_tiny_checkpoint(), tmp_path / "step_000060")
     monkeypatch.setattr(calibration, "load_statistics", lambda which, run_config: toy_statistics())

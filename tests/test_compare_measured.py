@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.pattern_statistics import (Sticks, background_statistics, fit_peak, kalpha2_position, noise_sd,
+from inference.pattern_statistics import (Sticks, background_statistics, fit_peak, kalpha2_position, noise_sd,
                                         pattern_statistics, position_statistics)
 
 XRED = Path(__file__).resolve().parents[2] / "shared" / "data" / "experimental" / "xred"
@@ -110,7 +110,7 @@ def test_wrong_relative_intensities_lower_the_correlation():
 
 def test_simulation_names_and_paths(tmp_path):
     from generator.config import CONF_DIR
-    from trainer.compare_measured import load_manifest_rows, resolve_simulation
+    from inference.compare_measured import load_manifest_rows, resolve_simulation
 
     name, cfg = resolve_simulation("imperfections")
     assert name == "imperfections" and cfg.profile.kalpha2
@@ -128,7 +128,7 @@ def test_simulation_names_and_paths(tmp_path):
 @pytest.mark.skipif(not (XRED / "manifest.csv").exists(), reason="shared measured patterns not available")
 def test_command_on_two_xred_patterns(tmp_path):
     from generator.config import CONF_DIR
-    from trainer.compare_measured import main
+    from inference.compare_measured import main
 
     out = tmp_path / "cmp"
     rc = main(["--manifest", str(XRED / "manifest.csv"), "--simulation", "default", "--simulation",

@@ -21,7 +21,8 @@ def compose_train(overrides=()):
 
 def validate(cfg):
     """Every group against its schema; returns the typed trainer-side groups."""
-    from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
+    from cluster.config import ClusterConfig, to_dataclass
+    from evaluation.config import EvaluationConfig
     from generator import GeneratorConfig
     from simulator import SimulationConfig
 

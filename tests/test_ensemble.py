@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.ensemble import align_classes, combine, coverage_accuracy, refused, softmax, top_k
+from inference.ensemble import align_classes, combine, coverage_accuracy, refused, softmax, top_k
 
 
 def _probs(rng, b=6, c=5):

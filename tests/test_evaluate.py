@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.evaluate import evaluate, evaluate_predictions, load_cif_dir, load_manifest, main
-from trainer.patterns import write_xy
-from trainer.predict import PatternPrediction, Predictor, load_config
+from inference.evaluate import evaluate, evaluate_predictions, load_cif_dir, load_manifest, main
+from inference.patterns import write_xy
+from inference.predict import PatternPrediction, Predictor, load_config
 
 XRED = Path(__file__).resolve().parents[2] / "shared" / "data" / "experimental" / "xred"
 PLOTS = ("top_k.png", "confusion_crystal_system.png", "recall_per_space_group.png", "coverage_accuracy.png")
@@ -136,7 +136,7 @@ def test_xred_manifest_every_pattern_answered(predictor, tmp_path):
 
 @pytest.mark.slow
 def test_heldout_split_is_simulated_and_scored(predictor, tmp_path):
-    from trainer.evaluate import load_heldout
+    from inference.evaluate import load_heldout
 
     run_config = {"database": {"limit": 400, "workers": 1},
                   "statistics": {"min_crystals_per_class": 5, "cache_dir": str(tmp_path / "cache")}}
@@ -195,11 +195,11 @@ def test_heldout_command_and_in_training_evaluator_give_the_same_numbers(predict
     from types import SimpleNamespace
 
     import generator.pipeline
-    from cluster.config import EvaluationConfig
-    from cluster.evaluation import score
-    from cluster.testsets import build_test_sets, heldout_ids
+    from evaluation.config import EvaluationConfig
+    from evaluation.scoring import score
+    from evaluation.testsets import build_test_sets, heldout_ids
     from trainer.checkpoint import load_for_inference
-    from trainer.evaluate import load_heldout
+    from inference.evaluate import load_heldout
 
     prepared = _tiny_prepared()
     monkeypatch.setattr(generator.pipeline, "prepare_data", lambda cfg=None: prepared)
@@ -233,7 +233,7 @@ def test_heldout_command_and_in_training_evaluator_give_the_same_numbers(predict
 def test_bundled_model_evaluated_with_json_output(tmp_path, monkeypatch, capsys):
     import shutil
 
-    import trainer.pretrained as pretrained
+    import inference.pretrained as pretrained
     from tiny_checkpoint import shared_tiny_checkpoint
 
     root = tmp_path / "pretrained"

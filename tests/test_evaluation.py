@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from cluster import testsets as T
-from cluster.config import EvaluationConfig
-from cluster.evaluation import Evaluator, LocalEvaluator, make_evaluator, reserved_cpus, score
-from cluster.testsets import TestSet, build_test_sets
+from evaluation import testsets as T
+from evaluation.config import EvaluationConfig
+from cluster.evaluators import Evaluator, make_evaluator, reserved_cpus
+from evaluation.scoring import LocalEvaluator, score
+from evaluation.testsets import TestSet, build_test_sets
 
 sys.path.insert(0, str(Path(__file__).parent))
 from toy_statistics import toy_statistics  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cluster import metrics as M
+from evaluation import metrics as M
 
 # classes: 0 -> P-1 (2, triclinic), 1 -> P2_1/c (14, monoclinic), 2 -> Pnma (62, orthorhombic),
 # 3 -> C2/c (15, monoclinic)

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import trainer.pretrained as pretrained
+import inference.pretrained as pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_package_data_ships_the_bundled_model_files():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    globs = data["trainer.pretrained"]
+    globs = data["inference.pretrained"]
     for name in ("tiny/model.safetensors", "tiny/meta.json", "tiny/calibration.json", "tiny/MODEL_CARD.md"):
         assert any(Path(name).match(g) for g in globs), name
     assert (ROOT / "trainer" / "pretrained" / "__init__.py").exists()
@@ -31,8 +31,8 @@ def test_empty_bundle_and_the_no_model_error(tmp_path, monkeypatch, capsys):
         pretrained.checkpoints_or_bundled([])
     assert pretrained.checkpoints_or_bundled(["a"]) == ["a"]
 
-    from trainer.evaluate import main as evaluate_main
-    from trainer.predict import main as predict_main
+    from inference.evaluate import main as evaluate_main
+    from inference.predict import main as predict_main
 
     assert predict_main([str(tmp_path / "scan.xy")]) == 2
     assert "no checkpoint given and no model is bundled" in capsys.readouterr().err
@@ -78,8 +78,8 @@ def _run_folder(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
-    from trainer.package import main
-    from trainer.predict import Predictor, load_config
+    from inference.package import main
+    from inference.predict import Predictor, load_config
 
     run = _run_folder(tmp_path)
     xred = tmp_path / "xred.json"

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.patterns import (
+from inference.patterns import (
     InputSpec,
     MeasuredPattern,
     PatternConfig,

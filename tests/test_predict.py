@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tiny_checkpoint import SIMULATION, shared_tiny_checkpoint, structures
-from trainer.patterns import write_xy
-from trainer.predict import Predictor, load_config, load_member, main, space_group_symbol
+from inference.patterns import write_xy
+from inference.predict import Predictor, load_config, load_member, main, space_group_symbol
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_mo_pattern_lands_where_the_cu_model_expects_its_peaks(checkpoint, predi
     x, y = _measured(nacl, wavelength=MO, lo=4.0, hi=40.0, step=0.01)
     path = write_xy(tmp_path / "nacl_mo.xy", x, y, wavelength=MO)
     member = load_member(checkpoint)
-    from trainer.patterns import prepare_pattern, read_pattern
+    from inference.patterns import prepare_pattern, read_pattern
 
     prepared = prepare_pattern(read_pattern(path), member.spec, predictor.cfg.pattern)
     assert prepared.wavelength == pytest.approx(MO)
@@ -172,8 +172,8 @@ def _bundle(checkpoint, root, name="tiny", calibration=None):
 
 
 def test_bundled_calibrated_model_is_used_without_checkpoint(checkpoint, tmp_path, monkeypatch, capsys):
-    import trainer.pretrained as pretrained
-    from trainer.ensemble import softmax
+    import inference.pretrained as pretrained
+    from inference.ensemble import softmax
 
     root = tmp_path / "pretrained"
     folder = _bundle(checkpoint, root, calibration={"temperature": 3.0, "refusal_threshold": 0.99})

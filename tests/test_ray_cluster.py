@@ -80,8 +80,8 @@ sys.path.insert(0, TESTS)
 from toy_statistics import toy_statistics
 from cluster.config import ClusterConfig
 from cluster.stream import make_source
-from cluster.evaluation import Evaluator
-from cluster.testsets import TestSet
+from cluster.evaluators import Evaluator
+from evaluation.testsets import TestSet
 
 ray.init(address=ADDRESS, log_to_driver=False)
 stats = toy_statistics()

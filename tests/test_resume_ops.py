@@ -12,12 +12,12 @@ from omegaconf import OmegaConf
 
 from trainer.__main__ import resume_overrides
 from trainer.checkpoint import remove_partial_checkpoints, run_folder
-from trainer.hooks import InProcessEvaluator, ModelFactory
+from trainer.hooks import ModelFactory
 from trainer.loop import RunSpec, fit
 from trainer.metrics_log import MetricsLog, read_records, truncate_metrics
 from trainer.run import _output_dir, prepare_output_dir
 
-from trainer_doubles import ToySource, single_thread
+from trainer_doubles import ToySource, local_evaluator, single_thread
 
 LENGTH = 256
 TINY = {"name": "tiny", "arch": "park", "hidden": [16], "channels": 4, "kernels": [20, 10, 5],
@@ -38,7 +38,7 @@ def spec(out, **trainer):
 
 def evaluator():
     batch = ToySource(length=LENGTH, batch_size=16, seed=99).get(1.0)
-    return InProcessEvaluator(ModelFactory(TINY, 4, LENGTH), {"synthetic": batch})
+    return local_evaluator(ModelFactory(TINY, 4, LENGTH), {"synthetic": batch})
 
 
 def csv_steps(path):

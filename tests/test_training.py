@@ -10,12 +10,12 @@ import torch
 
 from trainer.checkpoint import load_for_inference, load_training_state
 from trainer.config import OptimizerConfig
-from trainer.hooks import InProcessEvaluator, ModelFactory
+from trainer.hooks import ModelFactory
 from trainer.loop import RunSpec, compute_loss, fit, to_tensors
 from trainer.models import build_model
 from trainer.optim import lr_factor, make_optimizer
 
-from trainer_doubles import FaultySource, ToySource, single_thread
+from trainer_doubles import FaultySource, ToySource, local_evaluator, single_thread
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 LENGTH = 512
@@ -63,7 +63,7 @@ def test_one_step_changes_weights_and_lowers_loss(device):
 def test_fit_logs_checkpoints_and_evaluates(tmp_path):
     synthetic = ToySource(length=LENGTH, batch_size=64, seed=99).get(1.0)
     real = ToySource(length=LENGTH, batch_size=48, seed=98).get(1.0)
-    evaluator = InProcessEvaluator(ModelFactory(TINY, 4, LENGTH), {"test_spglib": real, "synthetic": synthetic})
+    evaluator = local_evaluator(ModelFactory(TINY, 4, LENGTH), {"test_spglib": real, "synthetic": synthetic})
     result = fit(spec(tmp_path), ToySource(length=LENGTH, seed=0), evaluator)
     assert result.step == 6 and result.samples_seen == 96
     assert result.final_checkpoint == tmp_path / "checkpoints" / "step_0000006"
@@ -252,7 +252,7 @@ def test_wandb_offline_logger(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     s = spec(tmp_path, max_steps=6, checkpoint_every=0, eval_every=3)
     s.logger = type(s.logger)(name="wandb", mode="offline", project="crystalstream-test")
-    evaluator = InProcessEvaluator(ModelFactory(TINY, 4, LENGTH),
+    evaluator = local_evaluator(ModelFactory(TINY, 4, LENGTH),
                                    {"synthetic": ToySource(length=LENGTH, batch_size=16, seed=99).get(1.0)})
     result = fit(s, ToySource(length=LENGTH, seed=0), evaluator)
     assert result.step == 6

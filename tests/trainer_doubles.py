@@ -80,3 +80,17 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def local_evaluator(factory, sets: dict, gap_reference: str = "test_spglib"):
+    """The production in-process evaluator (:class:`evaluation.scoring.LocalEvaluator`) over fixed named
+    batches: "synthetic" is scored as the synthetic set, every other name as a real set."""
+    from evaluation.config import EvaluationConfig
+    from evaluation.scoring import LocalEvaluator
+    from evaluation.testsets import TestSet
+
+    test_sets = [TestSet(name, "synthetic" if name == "synthetic" else "real", b.patterns, b.labels, b.space_groups,
+                         b.log_volume) for name, b in sets.items()]
+    space_groups = list(range(1, factory.n_classes + 1))   # ToySource: class c is space group c + 1
+    return LocalEvaluator(factory, test_sets, space_groups,
+                          EvaluationConfig(backend="local", topk=[1, 5], gap_reference=gap_reference))

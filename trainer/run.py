@@ -164,7 +164,8 @@ def print_report(result: FitResult, console=None) -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Reject impossible values of the trainer, optimizer, cluster and evaluation groups with a
     ``ValueError`` naming the key, before any data is built or Ray is started."""
-    from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
+    from cluster.config import ClusterConfig, to_dataclass
+    from evaluation.config import EvaluationConfig
     from trainer.config import OptimizerConfig
 
     typed(TrainerConfig, cfg.trainer).validate()
@@ -189,7 +190,8 @@ class RunSetup:
 def setup_run(cfg: DictConfig) -> RunSetup:
     """Validate ``cfg``, create (or, on resume, clean) the run folder, record it in ``cfg.trainer.output_dir``,
     resolve the interpolations and type the groups every kind of run needs."""
-    from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
+    from cluster.config import ClusterConfig, to_dataclass
+    from evaluation.config import EvaluationConfig
     from generator import GeneratorConfig
 
     validate_config(cfg)
@@ -207,8 +209,8 @@ def setup_run(cfg: DictConfig) -> RunSetup:
 def run(cfg: DictConfig) -> FitResult:
     """Prepare data, start the stream and evaluators, train, report. See ``conf/train.yaml``."""
     from cluster.connect import init_ray
-    from cluster.evaluation import make_evaluator, reserved_cpus
-    from cluster.testsets import build_test_sets, pattern_cache_dir
+    from cluster.evaluators import make_evaluator, reserved_cpus
+    from evaluation.testsets import build_test_sets, pattern_cache_dir
     from generator.pipeline import prepare_data
     from simulator import SimulationConfig
 

@@ -9,7 +9,7 @@ the zone-axis representation (generation actors or in-process), the loop is ``tr
 (checkpoints, metrics.jsonl, curves as usual). The evaluator's test sets hold powder patterns, so
 instead of the evaluator actors the final weights are scored here on zone-axis images of the same
 held-out crystals (the same seeded subset of ``split.test_ids``) with the project's metrics
-(:func:`cluster.metrics.summarize`): "test_database", "test_spglib" and a fixed "synthetic" set.
+(:func:`evaluation.metrics.summarize`): "test_database", "test_spglib" and a fixed "synthetic" set.
 Results go to ``<run>/zone_axis_eval.json`` and the usual report table.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def held_out_images(prepared, statistics, simulator, max_crystals: int | None, s
 
     ids = sorted(map(str, prepared.split.test_ids))
     if max_crystals is not None and max_crystals < len(ids):
-        rng = np.random.default_rng(seed_for(seed, EVALUATION, 0, 99))  # as cluster.testsets' held-out subset
+        rng = np.random.default_rng(seed_for(seed, EVALUATION, 0, 99))  # as evaluation.testsets' held-out subset
         ids = sorted(rng.choice(ids, size=int(max_crystals), replace=False).tolist())
     records = [prepared.database[i] for i in ids]
     images = np.zeros((len(records),) + simulator.shape, np.float32)
@@ -72,10 +72,10 @@ def synthetic_images(statistics, generator_cfg, simulator, size: int, seed: int)
 
 
 def score_sets(model, sets: dict[str, dict], space_groups, batch_size: int = 64, topk=(1, 5)) -> dict:
-    """{"<set>/<metric>": value} of ``model`` on image sets (cluster.metrics.summarize scalars)."""
+    """{"<set>/<metric>": value} of ``model`` on image sets (evaluation.metrics.summarize scalars)."""
     import torch
 
-    from cluster.metrics import summarize
+    from evaluation.metrics import summarize
 
     model.eval()
     metrics: dict[str, Any] = {}

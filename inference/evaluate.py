@@ -1,17 +1,17 @@
 """Evaluate a checkpoint or an ensemble on a labelled set and write metrics, predictions and plots.
 
-    python -m trainer.evaluate [--checkpoint CKPT [CKPT...]] --manifest CSV [--json]
-    python -m trainer.evaluate --checkpoint CKPT --cif-dir DIR
-    python -m trainer.evaluate --checkpoint CKPT --heldout
+    python -m inference.evaluate [--checkpoint CKPT [CKPT...]] --manifest CSV [--json]
+    python -m inference.evaluate --checkpoint CKPT --cif-dir DIR
+    python -m inference.evaluate --checkpoint CKPT --heldout
 
-Without ``--checkpoint`` the models bundled in ``trainer/pretrained/`` are evaluated (several form
-an ensemble); calibration files are applied as in ``trainer.predict``.
+Without ``--checkpoint`` the models bundled in ``inference/pretrained/`` are evaluated (several form
+an ensemble); calibration files are applied as in ``inference.predict``.
 
 Labelled sets:
 
 * a manifest CSV of measured patterns (a ``pattern_file``/``file``/``path`` column relative to the
   CSV, a ``space_group`` column, optionally ``name`` and ``wavelength``), read and brought onto
-  each model's input like ``trainer.predict`` does;
+  each model's input like ``inference.predict`` does;
 * a folder of CIFs, labelled by spglib under the project's symmetry policy and simulated with each
   model's own training simulator;
 * the held-out side of the structure split the checkpoint was trained with (its run config).
@@ -20,7 +20,7 @@ Prints top-1/5/10 and crystal-system accuracy (counts for small sets), or with `
 metrics as JSON (``top1``, ``top5``, ``crystal_system_accuracy``: fractions of the ``n`` scored
 items, those whose space group is among the model's classes; ``top1_all``...: fractions of
 ``n + n_out_of_scope``, the items outside the classes counted wrong; ``n_items``: items in the set;
-the rule of the in-training evaluators, see :mod:`cluster.testsets`), and writes to the output
+the rule of the in-training evaluators, see :mod:`evaluation.testsets`), and writes to the output
 folder ``metrics.json``, ``predictions.json`` and the PNGs ``top_k.png``,
 ``confusion_crystal_system.png``, ``recall_per_space_group.png`` and ``coverage_accuracy.png``.
 Defaults come from ``conf/inference/default.yaml`` (``evaluate`` node).
@@ -39,9 +39,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
-from trainer.ensemble import coverage_accuracy, refused
-from trainer.patterns import PatternError, read_pattern
-from trainer.predict import (InferenceConfig, PatternPrediction, Predictor, load_config, resolve_checkpoints,
+from inference.ensemble import coverage_accuracy, refused
+from inference.patterns import PatternError, read_pattern
+from inference.predict import (InferenceConfig, PatternPrediction, Predictor, load_config, resolve_checkpoints,
                              split_config_argument)
 
 log = logging.getLogger(__name__)
@@ -168,9 +168,10 @@ def load_cif_dir(path: str | Path, symprec: Optional[float] = None, limit: Optio
 
 
 def heldout_config(run_config: Optional[dict], limit: Optional[int] = None, seed: Optional[int] = None):
-    """The run's ``evaluation`` settings (``cluster.config.EvaluationConfig``) with ``limit`` as
+    """The run's ``evaluation`` settings (``evaluation.config.EvaluationConfig``) with ``limit`` as
     ``max_test_crystals`` and ``seed`` as its seed where given."""
-    from cluster.config import EvaluationConfig, to_dataclass
+    from cluster.config import to_dataclass
+    from evaluation.config import EvaluationConfig
 
     node = (run_config or {}).get("evaluation") if isinstance(run_config, dict) else None
     known = set(EvaluationConfig.__dataclass_fields__)
@@ -185,11 +186,11 @@ def heldout_config(run_config: Optional[dict], limit: Optional[int] = None, seed
 def load_heldout(run_config: dict, limit: Optional[int] = None, seed: Optional[int] = None) -> LabelledSet:
     """The held-out (test) side of the split a checkpoint was trained with (``meta.config``), as the
     in-training evaluators score it (their "test_spglib" set): the crystals of
-    ``cluster.testsets.heldout_ids`` with ``limit`` as ``max_test_crystals`` (None: the run's
+    ``evaluation.testsets.heldout_ids`` with ``limit`` as ``max_test_crystals`` (None: the run's
     ``evaluation.max_test_crystals``) and ``seed`` (None: the run's ``evaluation.seed``), spglib labels,
-    and the patterns of ``cluster.testsets.heldout_patterns`` (same simulation stream, impurity
+    and the patterns of ``evaluation.testsets.heldout_patterns`` (same simulation stream, impurity
     partners, dtype and pattern cache)."""
-    from cluster.testsets import heldout_ids, heldout_patterns
+    from evaluation.testsets import heldout_ids, heldout_patterns
     from generator.pipeline import prepare_data
 
     prepared = prepare_data(run_config or None)
@@ -282,7 +283,7 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
                          model_space_groups: Sequence[int], max_k: int = 10, n_thresholds: int = 21,
                          refusal_threshold: float = 0.45, true_log_volumes: Optional[np.ndarray] = None) -> dict:
     """Metrics of predictions against true labels, under the rule the in-training evaluators follow
-    (:mod:`cluster.testsets`):
+    (:mod:`evaluation.testsets`):
 
     * ``n``: scored items (answered, true space group among the model's classes); ``top{k}``,
       ``crystal_system_accuracy`` and ``balanced_accuracy`` are over them;
@@ -295,7 +296,7 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
     The confusion matrix, per-group recall and coverage-accuracy curve are over the answered items,
     out-of-scope ones included (they can never be right).
     """
-    from cluster.metrics import scope_metrics, summarize
+    from evaluation.metrics import scope_metrics, summarize
 
     true = np.asarray(true_space_groups, np.int64)
     answered = np.array([r.ok and t > 0 for r, t in zip(results, true)], bool)
@@ -371,7 +372,7 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
 
 def write_plots(metrics: dict, out_dir: str | Path, title: str = "") -> list[Path]:
     """The four PNGs of an evaluation (nothing when no item was answered)."""
-    from trainer import reports
+    from inference import reports
 
     out_dir = Path(out_dir)
     if not metrics.get("n"):
@@ -489,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_path, argv = split_config_argument(argv)
     cfg = load_config(config_path)
     ev = cfg.evaluate
-    ap = argparse.ArgumentParser(prog="python -m trainer.evaluate", description="Evaluate classifiers on a labelled set.")
+    ap = argparse.ArgumentParser(prog="python -m inference.evaluate", description="Evaluate classifiers on a labelled set.")
     ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints),
                     help="checkpoint(s) (ensemble); default: config 'checkpoints', else the bundled models")
     src = ap.add_mutually_exclusive_group()

@@ -1,14 +1,14 @@
 """Bundle a trained checkpoint inside the package, with its model card.
 
-    python -m trainer.package RUN_OR_CHECKPOINT --name NAME [--card-extra FILE.json]
+    python -m inference.package RUN_OR_CHECKPOINT --name NAME [--card-extra FILE.json]
                               [--eval heldout=FILE.json --eval synthetic=FILE.json --eval xred=FILE.json]
                               [--dtype auto|float32|float16] [--max-mb 45] [--force]
 
 Copies the final weights (weights only: no optimizer or RNG state) and ``meta.json`` of a run or
-checkpoint into ``trainer/pretrained/NAME/``, with ``calibration.json`` when the checkpoint has
-one (``python -m trainer.calibrate``), and writes ``MODEL_CARD.md`` (:mod:`trainer.model_card`)
+checkpoint into ``inference/pretrained/NAME/``, with ``calibration.json`` when the checkpoint has
+one (``python -m inference.calibrate``), and writes ``MODEL_CARD.md`` (:mod:`inference.model_card`)
 from what the run folder holds (``config.yaml``, ``summary.json``, ``metrics.jsonl``) and the
-evaluation JSON files given (``python -m trainer.evaluate --json`` output or its ``metrics.json``).
+evaluation JSON files given (``python -m inference.evaluate --json`` output or its ``metrics.json``).
 
 Weights are stored as float32 when that stays under ``--max-mb``, else as float16 (``--dtype auto``);
 the loader casts them back to float32. The folder is written next to its destination and moved
@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainer.calibration import CALIBRATION
+from inference.calibration import CALIBRATION
 from trainer.checkpoint import META, WEIGHTS, load_meta, resolve
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -153,11 +153,11 @@ def _json_object(path: Path, name: str, expected: str) -> dict:
 
 
 def load_evaluation(path: str | Path) -> dict:
-    """Metrics of an evaluation JSON file (``trainer.evaluate --json`` output or ``metrics.json``)."""
+    """Metrics of an evaluation JSON file (``inference.evaluate --json`` output or ``metrics.json``)."""
     path = Path(path)
     data = _json_object(path, f"evaluation file {path}", "a JSON object of metrics")
     if "top1" not in data and "top1_count" not in data:
-        raise ValueError(f"{path}: no 'top1' in it; give trainer.evaluate --json output or its metrics.json")
+        raise ValueError(f"{path}: no 'top1' in it; give inference.evaluate --json output or its metrics.json")
     return data
 
 
@@ -194,9 +194,9 @@ def export_weights(source: Path, dest: Path, dtype: str = "auto", max_mb: float 
 def package(source: str | Path, name: str, dest_root: Optional[Path] = None, evaluations: Optional[dict] = None,
             card_extra: Optional[dict] = None, dtype: str = "auto", max_mb: float = 45.0,
             force: bool = False, check: bool = True) -> Path:
-    """Copy a checkpoint into ``dest_root/name`` (default ``trainer/pretrained/NAME``) with its card."""
-    from trainer import pretrained
-    from trainer.model_card import render_card
+    """Copy a checkpoint into ``dest_root/name`` (default ``inference/pretrained/NAME``) with its card."""
+    from inference import pretrained
+    from inference.model_card import render_card
 
     if not NAME_PATTERN.match(name):
         raise ValueError(f"--name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
@@ -221,7 +221,7 @@ def package(source: str | Path, name: str, dest_root: Optional[Path] = None, eva
             name=name, meta=meta, info=info, evaluations=evaluations or {}, calibration=calibration,
             extra=card_extra or {}, dtype=stored_dtype, size_mb=mb))
         if check:
-            from trainer.predict import load_member
+            from inference.predict import load_member
 
             load_member(tmp)
         if final.exists():
@@ -238,10 +238,10 @@ def package(source: str | Path, name: str, dest_root: Optional[Path] = None, eva
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trainer.package",
-                                 description="Bundle a trained checkpoint in trainer/pretrained/NAME with a model card.")
+    ap = argparse.ArgumentParser(prog="python -m inference.package",
+                                 description="Bundle a trained checkpoint in inference/pretrained/NAME with a model card.")
     ap.add_argument("source", help="run folder, checkpoints folder, step directory or latest.json")
-    ap.add_argument("--name", required=True, help="folder name under trainer/pretrained/")
+    ap.add_argument("--name", required=True, help="folder name under inference/pretrained/")
     ap.add_argument("--card-extra", default=None,
                     help="JSON object with more card content: evaluations {set: metrics}, hardware, wall_time_s, "
                          "intended_use, limitations, notes, license")
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
                     help="stored weight type (auto: float32 when it fits in --max-mb, else float16)")
     ap.add_argument("--max-mb", type=float, default=45.0, help="largest weights file allowed, MB (default 45)")
-    ap.add_argument("--dest", default=None, help="folder to write NAME into (default: trainer/pretrained/)")
+    ap.add_argument("--dest", default=None, help="folder to write NAME into (default: inference/pretrained/)")
     ap.add_argument("--force", action="store_true", help="replace an existing bundled model of that name")
     args = ap.parse_args(argv)
     try:
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = (out / WEIGHTS).stat().st_size / 2 ** 20
     dtype = json.loads(_safetensors_header(out / WEIGHTS)).get("__metadata__", {}).get("dtype", "?")
     print(f"bundled {out}: {WEIGHTS} ({dtype}, {size:.1f} MB), {META}"
-          + (f", {CALIBRATION}" if (out / CALIBRATION).exists() else " (no calibration: run python -m trainer.calibrate first)")
+          + (f", {CALIBRATION}" if (out / CALIBRATION).exists() else " (no calibration: run python -m inference.calibrate first)")
           + ", MODEL_CARD.md")
     return 0
 

@@ -1,15 +1,15 @@
 """Models shipped inside the package.
 
-Each bundled model is a folder ``trainer/pretrained/<name>/`` holding what the checkpoint loader
+Each bundled model is a folder ``inference/pretrained/<name>/`` holding what the checkpoint loader
 reads plus its documentation::
 
     model.safetensors   weights only (no optimizer state)
     meta.json           CheckpointMeta: classes, model and simulation config, run config
-    calibration.json    temperature and refusal threshold (optional, see trainer.calibration)
+    calibration.json    temperature and refusal threshold (optional, see inference.calibration)
     MODEL_CARD.md       recipe, training, accuracy and calibration figures
 
-``python -m trainer.package RUN --name NAME`` writes such a folder. ``trainer.predict`` and
-``trainer.evaluate`` use every bundled model (several form an ensemble) when no ``--checkpoint``
+``python -m inference.package RUN --name NAME`` writes such a folder. ``inference.predict`` and
+``inference.evaluate`` use every bundled model (several form an ensemble) when no ``--checkpoint``
 is given. The files travel in the wheel as package data (``pyproject.toml``).
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Optional
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 CARD = "MODEL_CARD.md"
-NO_MODEL = ("no checkpoint given and no model is bundled (trainer/pretrained/ holds none); give --checkpoint RUN, "
-            "or package a trained run with python -m trainer.package RUN --name NAME")
+NO_MODEL = ("no checkpoint given and no model is bundled (inference/pretrained/ holds none); give --checkpoint RUN, "
+            "or package a trained run with python -m inference.package RUN --name NAME")
 
 
 class NoBundledModel(FileNotFoundError):
@@ -33,7 +33,7 @@ class NoBundledModel(FileNotFoundError):
 
 
 def package_root() -> Path:
-    """The folder the bundled models live in (``trainer/pretrained`` of the installed package)."""
+    """The folder the bundled models live in (``inference/pretrained`` of the installed package)."""
     root = resources.files(__name__)
     if not isinstance(root, Path):  # e.g. a zip import: the loader needs real files
         return Path(str(root))

@@ -1,13 +1,13 @@
 """Measured patterns against simulations of their own crystals, quantitatively.
 
-    python -m trainer.compare_measured --manifest data/experimental/xred/manifest.csv \\
+    python -m inference.compare_measured --manifest data/experimental/xred/manifest.csv \\
         --simulation imperfections --draws 3 --out compare_measured/ [--seed 0]
 
 For every manifest row (``pattern_file`` and ``cif_file`` relative to the CSV, optional ``name``
-and ``space_group``) the measurement is read with :func:`trainer.patterns.read_pattern`, its CIF
+and ``space_group``) the measurement is read with :func:`inference.patterns.read_pattern`, its CIF
 with pymatgen, and ``--draws`` patterns of each ``--simulation`` (a name in ``conf/simulation/``
 or a YAML path; give it several times for a before/after comparison) are drawn for that crystal.
-The measurement and every draw go through :func:`trainer.pattern_statistics.pattern_statistics`
+The measurement and every draw go through :func:`inference.pattern_statistics.pattern_statistics`
 on the part of the 2-theta axis both cover: peak widths against angle, background level and
 shape, noise level and its Poisson-likeness, zero offset and d-spacing scale against the
 crystal's peaks, and the correlation of peak heights with them. The measured radiation is taken
@@ -35,8 +35,8 @@ import numpy as np
 
 from generator.config import CONF_DIR
 from simulator import PatternSimulator, SimulationConfig
-from trainer.pattern_statistics import Sticks, pattern_statistics
-from trainer.patterns import MeasuredPattern, read_pattern
+from inference.pattern_statistics import Sticks, pattern_statistics
+from inference.patterns import MeasuredPattern, read_pattern
 
 log = logging.getLogger(__name__)
 MIN_OVERLAP_DEG = 5.0  # patterns sharing less of the 2-theta axis with the simulation are skipped
@@ -317,7 +317,7 @@ def summary_table(summary: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trainer.compare_measured",
+    ap = argparse.ArgumentParser(prog="python -m inference.compare_measured",
                                  description="Compare measured patterns with simulations of their CIFs.")
     ap.add_argument("--manifest", required=True, help="CSV with pattern_file and cif_file columns")
     ap.add_argument("--simulation", action="append", help="name in conf/simulation/ or YAML path (repeatable; "

@@ -3,7 +3,7 @@
 Sections: model, training recipe, training (steps, patterns, hardware, wall time), accuracy per
 evaluation set (held-out, synthetic, xred, ...: top-1, top-5, crystal system), calibration
 (temperature, ECE before/after, refusal threshold) and coverage-accuracy points. Whatever was not
-measured says so instead of being left out. Used by :mod:`trainer.package`.
+measured says so instead of being left out. Used by :mod:`inference.package`.
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def _eval_row(name: str, m: Optional[dict]) -> str:
     title = EVAL_TITLES.get(name, name)
     if not m:
         return f"| {title} | {NOT_MEASURED} | | | |"
-    # trainer.evaluate's top1 is over its "n" in-class items (files with "top1_all"), formerly over "n_answered"
+    # inference.evaluate's top1 is over its "n" in-class items (files with "top1_all"), formerly over "n_answered"
     n = m.get("n") if "top1_all" in m else m.get("n_answered", m.get("n"))
     return (f"| {title} | {n if n is not None else '–'} | {_pct(m.get('top1'))} | {_pct(m.get('top5'))} "
             f"| {_pct(m.get('crystal_system_accuracy'))} |")
@@ -132,8 +132,8 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
         "crystalstream on patterns simulated from synthetic crystals only.",
         "",
         "```bash",
-        "python -m trainer.predict scan.xy            # the bundled model(s) when no --checkpoint is given",
-        "python -m trainer.evaluate --manifest M.csv --json",
+        "python -m inference.predict scan.xy            # the bundled model(s) when no --checkpoint is given",
+        "python -m inference.evaluate --manifest M.csv --json",
         "```",
         "",
         "## Model",
@@ -220,7 +220,7 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
         lines += [
             f"Temperature scaling fitted on {calibration.get('n', '?')} fresh synthetic patterns "
             f"(simulation: {calibration.get('simulation', '?')}, seed {calibration.get('seed', '?')}); "
-            "`trainer.predict` and `trainer.evaluate` divide the logits by T.",
+            "`inference.predict` and `inference.evaluate` divide the logits by T.",
             "",
             "| | |", "|---|---|",
             f"| temperature T | {_num(calibration.get('temperature'))} |",
@@ -234,7 +234,7 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
         ]
     else:
         lines.append("Not calibrated (no `calibration.json`): probabilities are the raw softmax and the refusal "
-                     "threshold is the configured default. Run `python -m trainer.calibrate --checkpoint RUN`.")
+                     "threshold is the configured default. Run `python -m inference.calibrate --checkpoint RUN`.")
 
     curves = {}
     if calibration and calibration.get("coverage_accuracy"):
@@ -265,6 +265,6 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
     lines += ["", "## Provenance", "",
               f"- checkpoint: `{info.checkpoint}` (step {meta.step}, {'final' if meta.final else 'not final'}, "
               f"created {meta.created or '?'})",
-              f"- packaged {time.strftime('%Y-%m-%d', time.gmtime())} with `python -m trainer.package`",
+              f"- packaged {time.strftime('%Y-%m-%d', time.gmtime())} with `python -m inference.package`",
               f"- license: {extra.get('license', 'as the crystalstream repository')}", ""]
     return "\n".join(lines)

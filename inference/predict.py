@@ -1,16 +1,16 @@
 """Space-group candidates for measured powder patterns from one checkpoint or an ensemble.
 
-    python -m trainer.predict FILE... [--checkpoint CKPT [CKPT...]] [--wavelength A] [--top-k 5] [--json]
+    python -m inference.predict FILE... [--checkpoint CKPT [CKPT...]] [--wavelength A] [--top-k 5] [--json]
 
-Without ``--checkpoint`` the models bundled in ``trainer/pretrained/`` are used (several form an
-ensemble). A checkpoint with a ``calibration.json`` (``python -m trainer.calibrate``) has its
+Without ``--checkpoint`` the models bundled in ``inference/pretrained/`` are used (several form an
+ensemble). A checkpoint with a ``calibration.json`` (``python -m inference.calibrate``) has its
 logits divided by the fitted temperature, and its refusal threshold replaces the configured one
 unless ``--threshold`` is given (an ensemble uses the mean of its members' thresholds when every
 member is calibrated, else the configured one).
 
 Each file is read, checked and brought onto every model's input exactly as the training patterns
-were made (see :mod:`trainer.patterns`); the members' class probabilities are averaged
-(:mod:`trainer.ensemble`). Per file the report lists the top-k space groups (number,
+were made (see :mod:`inference.patterns`); the members' class probabilities are averaged
+(:mod:`inference.ensemble`). Per file the report lists the top-k space groups (number,
 Hermann-Mauguin symbol, crystal system, probability), how many members agree on the top-1, the
 predicted cell volume where the models have a volume head, and a refusal flag when the top
 probability is below the configured threshold. A file that cannot be used gets a clear error and
@@ -34,9 +34,9 @@ import torch
 from omegaconf import OmegaConf
 
 from generator.config import conf_dir
-from trainer.calibration import CalibrationConfig
-from trainer.ensemble import EnsemblePrediction, align_classes, combine, refused, softmax, top_k
-from trainer.patterns import InputSpec, MeasuredPattern, PatternConfig, PatternError, prepare_pattern, read_pattern
+from inference.calibration import CalibrationConfig
+from inference.ensemble import EnsemblePrediction, align_classes, combine, refused, softmax, top_k
+from inference.patterns import InputSpec, MeasuredPattern, PatternConfig, PatternError, prepare_pattern, read_pattern
 
 CONF_DIR = conf_dir()  # conf/ of a checkout, or the installed crystalstream_conf package
 DEFAULT_CONFIG = CONF_DIR / "inference" / "default.yaml"
@@ -47,7 +47,7 @@ DEFAULT_CONFIG = CONF_DIR / "inference" / "default.yaml"
 
 @dataclass
 class EvaluateConfig:
-    """Labelled sets for ``python -m trainer.evaluate`` (``conf/inference/default.yaml``: ``evaluate``)."""
+    """Labelled sets for ``python -m inference.evaluate`` (``conf/inference/default.yaml``: ``evaluate``)."""
 
     manifest: Optional[str] = None
     cif_dir: Optional[str] = None
@@ -212,7 +212,7 @@ def input_spec(simulation: dict) -> InputSpec:
 def load_member(path: str | Path, device: str = "cpu", calibrated: bool = True) -> Member:
     """A checkpoint as an ensemble member (model in eval mode plus its input spec); with
     ``calibrated``, the temperature and refusal threshold of its ``calibration.json`` if it has one."""
-    from trainer.calibration import load_calibration
+    from inference.calibration import load_calibration
     from trainer.checkpoint import load_for_inference
 
     model, meta = load_for_inference(path, device=device)
@@ -436,19 +436,19 @@ def to_json(results: Sequence[PatternPrediction], threshold: float, checkpoints:
 
 
 def resolve_checkpoints(given: Sequence[str] | None) -> list[str]:
-    """The checkpoints given, else the bundled models (:class:`trainer.pretrained.NoBundledModel` when none)."""
-    from trainer import pretrained
+    """The checkpoints given, else the bundled models (:class:`inference.pretrained.NoBundledModel` when none)."""
+    from inference import pretrained
 
     return pretrained.checkpoints_or_bundled(list(given or []))
 
 
 def build_parser(cfg: InferenceConfig) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m trainer.predict",
+    ap = argparse.ArgumentParser(prog="python -m inference.predict",
                                  description="Space-group candidates for measured powder patterns.")
     ap.add_argument("files", nargs="+", help="pattern files (.xy, .xye, .csv, .txt, RRUFF, instrument formats)")
     ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints),
                     help="checkpoint(s); several form an ensemble (default: config 'checkpoints', "
-                         "else the models bundled in trainer/pretrained/)")
+                         "else the models bundled in inference/pretrained/)")
     ap.add_argument("--wavelength", type=float, default=cfg.wavelength,
                     help="measurement wavelength in A; overrides one stated in a file "
                          "(default: the file's, else the model's)")

@@ -13,8 +13,8 @@ The result is stored as ``calibration.json`` beside the checkpoint's ``meta.json
     {"temperature": T, "ece_before": e0, "ece_after": e1, "refusal_threshold": t, "n": n,
      "simulation": "checkpoint" | NAME, ...}
 
-and applied by :mod:`trainer.predict` / :mod:`trainer.evaluate` (``conf/inference/default.yaml``,
-``calibration`` node). ``python -m trainer.calibrate`` runs it on a checkpoint.
+and applied by :mod:`inference.predict` / :mod:`inference.evaluate` (``conf/inference/default.yaml``,
+``calibration`` node). ``python -m inference.calibrate`` runs it on a checkpoint.
 """
 from __future__ import annotations
 
@@ -238,7 +238,7 @@ def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationCon
     """Fit T on (B, C) logits and (B,) labels (-1: outside the classes, left out), measure the ECE
     before/after and choose the refusal threshold on the calibrated probabilities. ``space_groups``
     (the class list) adds the crystal-system accuracy to the synthetic figures."""
-    from trainer.ensemble import coverage_accuracy, softmax
+    from inference.ensemble import coverage_accuracy, softmax
 
     cfg = cfg or CalibrationConfig()
     cfg.validate()

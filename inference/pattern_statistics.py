@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.signal import find_peaks, savgol_coeffs, savgol_filter
 
-from trainer.patterns import snip_baseline
+from inference.patterns import snip_baseline
 
 FWHM_BINS = (("low", 0.0, 40.0), ("mid", 40.0, 65.0), ("high", 65.0, 180.0))  # deg 2-theta
 SCHERRER_K = 0.9

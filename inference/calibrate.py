@@ -1,10 +1,10 @@
 """Fit a checkpoint's temperature and refusal threshold on fresh synthetic patterns.
 
-    python -m trainer.calibrate --checkpoint RUN [RUN...] [--simulation NAME] [--n 2000] [--seed 0]
+    python -m inference.calibrate --checkpoint RUN [RUN...] [--simulation NAME] [--n 2000] [--seed 0]
                                 [--target-accuracy 0.8] [--json] [--dry-run]
 
-Writes ``calibration.json`` beside each checkpoint's ``meta.json`` (see :mod:`trainer.calibration`);
-``trainer.predict`` and ``trainer.evaluate`` then use it. Defaults come from the ``calibration``
+Writes ``calibration.json`` beside each checkpoint's ``meta.json`` (see :mod:`inference.calibration`);
+``inference.predict`` and ``inference.evaluate`` then use it. Defaults come from the ``calibration``
 node of ``conf/inference/default.yaml``.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Sequence
 
-from trainer.calibration import Calibration, _finite, calibrate_checkpoint
+from inference.calibration import Calibration, _finite, calibrate_checkpoint
 
 
 def format_result(name: str, c: Calibration, path) -> str:
@@ -35,7 +35,7 @@ def format_result(name: str, c: Calibration, path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from trainer.predict import load_config, split_config_argument
+    from inference.predict import load_config, split_config_argument
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, argv = split_config_argument(argv)
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cal = cfg.calibration
-    ap = argparse.ArgumentParser(prog="python -m trainer.calibrate",
+    ap = argparse.ArgumentParser(prog="python -m inference.calibrate",
                                  description="Fit the temperature and refusal threshold of checkpoints.")
     ap.add_argument("--checkpoint", "-c", nargs="+", required=True, help="checkpoint(s) or run folder(s)")
     ap.add_argument("--simulation", default=cal.simulation,

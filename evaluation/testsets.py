@@ -11,7 +11,7 @@ Real sets come from the prepared database and split (``generator.pipeline.Prepar
 
 ``synthetic`` is a fixed set of fresh synthetic crystals.
 
-One rule for every evaluation path (the evaluators here and ``python -m trainer.evaluate --heldout``):
+One rule for every evaluation path (the evaluators here and ``python -m inference.evaluate --heldout``):
 
 - the held-out crystals are :func:`heldout_ids` of the split's test side: all of them sorted, or
   ``max_test_crystals`` of them drawn with the seed (``--limit`` is the same cap);
@@ -37,8 +37,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cluster.config import ClusterConfig, EvaluationConfig, to_dataclass
-from cluster.producer import EVALUATION, REAL_SOURCE, seed_for
+from evaluation.config import EvaluationConfig, to_dataclass
+from generator.seeding import EVALUATION, seed_for
 from generator.hashing import json_digest
 
 log = logging.getLogger(__name__)
@@ -404,36 +404,3 @@ def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_
 def _structure(record):
     s = record.structure
     return s() if callable(s) else s
-
-
-def real_training_arrays(prepared, statistics, simulation_cfg, cluster_cfg: ClusterConfig | Any,
-                         cache_dir: str | os.PathLike | None = None):
-    """(patterns, labels, space_groups, log_volume) of the statistics-side real crystals with classified
-    spglib labels, ``cluster_cfg.real.variants`` patterns each: the baseline's training data."""
-    from simulator import PatternSimulator
-
-    cfg = to_dataclass(ClusterConfig, cluster_cfg)
-    simulator = PatternSimulator(simulation_cfg)
-    class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
-    ids = sorted(map(str, prepared.split.statistics_ids))
-    ids = [i for i in ids if int(prepared.database[i].space_group) in class_index]
-    if cfg.real.max_structures is not None and cfg.real.max_structures < len(ids):
-        rng = np.random.default_rng(seed_for(cfg.seed, REAL_SOURCE, 1))
-        ids = sorted(rng.choice(ids, size=cfg.real.max_structures, replace=False).tolist())
-    records = _records(prepared.database, ids)
-    v = int(cfg.real.variants)
-    path = _cache_path(cache_dir, "train_real", prepared.split.hash, simulation_hash(simulator.config), ids, v,
-                       cfg.seed, cfg.dtype)
-
-    def simulate():
-        rng = np.random.default_rng(seed_for(cfg.seed, REAL_SOURCE, 2))
-        pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype, variants=v)
-        pats[~np.repeat(ok, v)] = np.nan
-        return pats
-
-    pats = cached_patterns(path, simulate)
-    ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
-    sgs = np.repeat([r.space_group for r in records], v).astype(np.int16)
-    logv = np.log(np.repeat([r.volume for r in records], v)).astype(np.float32)
-    labels = np.array([class_index[int(s)] for s in sgs], np.int64)
-    return pats[ok], labels[ok], sgs[ok], logv[ok]

@@ -1,0 +1,45 @@
+"""The real-structure baseline source: statistics-side real crystals simulated once, streamed in place
+of synthetic ones (``cluster.source=real``)."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from cluster.config import ClusterConfig, to_dataclass
+from evaluation.testsets import _cache_path, _records, cached_patterns, simulate_crystals, simulation_hash
+from generator.seeding import REAL_SOURCE, seed_for
+
+
+def real_training_arrays(prepared, statistics, simulation_cfg, cluster_cfg: ClusterConfig | Any,
+                         cache_dir: str | os.PathLike | None = None):
+    """(patterns, labels, space_groups, log_volume) of the statistics-side real crystals with classified
+    spglib labels, ``cluster_cfg.real.variants`` patterns each: the baseline's training data."""
+    from simulator import PatternSimulator
+
+    cfg = to_dataclass(ClusterConfig, cluster_cfg)
+    simulator = PatternSimulator(simulation_cfg)
+    class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
+    ids = sorted(map(str, prepared.split.statistics_ids))
+    ids = [i for i in ids if int(prepared.database[i].space_group) in class_index]
+    if cfg.real.max_structures is not None and cfg.real.max_structures < len(ids):
+        rng = np.random.default_rng(seed_for(cfg.seed, REAL_SOURCE, 1))
+        ids = sorted(rng.choice(ids, size=cfg.real.max_structures, replace=False).tolist())
+    records = _records(prepared.database, ids)
+    v = int(cfg.real.variants)
+    path = _cache_path(cache_dir, "train_real", prepared.split.hash, simulation_hash(simulator.config), ids, v,
+                       cfg.seed, cfg.dtype)
+
+    def simulate():
+        rng = np.random.default_rng(seed_for(cfg.seed, REAL_SOURCE, 2))
+        pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype, variants=v)
+        pats[~np.repeat(ok, v)] = np.nan
+        return pats
+
+    pats = cached_patterns(path, simulate)
+    ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+    sgs = np.repeat([r.space_group for r in records], v).astype(np.int16)
+    logv = np.log(np.repeat([r.volume for r in records], v)).astype(np.float32)
+    labels = np.array([class_index[int(s)] for s in sgs], np.int64)
+    return pats[ok], labels[ok], sgs[ok], logv[ok]

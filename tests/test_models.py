@@ -109,3 +109,36 @@ def test_convnet_shapes_norm_and_single_pattern():
     assert any(isinstance(m, torch.nn.BatchNorm1d) for m in bn.modules())
     # peak positions matter: the features are flattened, not pooled, so their number follows the input length
     assert model.backbone.out_features == 16 * model.backbone.out_length and model.backbone.out_length == 32
+
+
+def test_registry_names_every_backbone_and_builds_registered_ones():
+    """build_model looks arch up in one table: the error lists it, and a newly registered backbone is built."""
+    from trainer.models import known_backbones, register_backbone
+    from trainer.models import registry
+
+    assert {"park", "resnet", "convnet", "msdn"} <= set(known_backbones())
+    with pytest.raises(ValueError) as err:
+        build_model({"arch": "transformer"}, 5, 2048)
+    assert all(name in str(err.value) for name in known_backbones())
+    with pytest.raises(ValueError, match="in_channels"):
+        build_model(model_cfg("parkcnn_small"), 5, 2048, in_channels=2)
+
+    class Flat(torch.nn.Module):
+        def __init__(self, n: int):
+            super().__init__()
+            self.out_features = n
+
+        def forward(self, x):
+            return torch.flatten(x, 1)
+
+    def build_flat(cfg, input_length, in_channels=1):
+        return Flat(input_length * in_channels)
+
+    try:
+        register_backbone("test_flat")(build_flat)
+        model = build_model({"arch": "test_flat", "hidden": [4]}, 3, 10)
+        assert model(torch.rand(2, 10))["logits"].shape == (2, 3)
+        with pytest.raises(ValueError, match="twice"):
+            register_backbone("test_flat")(lambda cfg, n, c=1: Flat(n))
+    finally:
+        registry._BUILDERS.pop("test_flat", None)

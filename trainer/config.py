@@ -41,7 +41,8 @@ class ModelConfig:
 
     ``arch`` picks the backbone: "park" (Park et al. CNN), "resnet" (1D ResNet) or "convnet" (compact
     normalised CNN for CPUs) on powder patterns; "msdn" (multistream DenseNet) on zone-axis images.
-    Fields of the other backbones are ignored.
+    Fields of the other backbones are ignored. Each arch name is registered with its builder in
+    :mod:`trainer.models.registry`.
     """
 
     name: str = "parkcnn_small"

@@ -11,13 +11,15 @@ import torch
 from torch import nn
 
 from trainer.config import ModelConfig, typed
-from trainer.models.convnet import ConvNetBackbone
+# Importing a backbone module registers its builder (trainer.models.registry); a new backbone adds its
+# import here.
+from trainer.models import convnet, msdn, park, resnet  # noqa: F401
 from trainer.models.heads import mlp
-from trainer.models.msdn import MultiStreamBackbone
-from trainer.models.park import ParkBackbone
-from trainer.models.resnet import RESNET_SPECS, ResNet1DBackbone
+from trainer.models.registry import build_backbone, known_backbones, register_backbone
+from trainer.models.resnet import RESNET_SPECS
 
-__all__ = ["SpaceGroupNet", "build_model", "count_parameters", "ModelConfig", "RESNET_SPECS"]
+__all__ = ["SpaceGroupNet", "build_model", "count_parameters", "ModelConfig", "RESNET_SPECS",
+           "register_backbone", "known_backbones"]
 
 
 class SpaceGroupNet(nn.Module):
@@ -57,55 +59,14 @@ class SpaceGroupNet(nn.Module):
         return out
 
 
-def build_model(model_cfg: Any, n_classes: int, input_length: int) -> SpaceGroupNet:
-    """The classifier described by ``model_cfg`` (a conf/model group, dict or :class:`ModelConfig`)."""
+def build_model(model_cfg: Any, n_classes: int, input_length: int, in_channels: int = 1) -> SpaceGroupNet:
+    """The classifier described by ``model_cfg`` (a conf/model group, dict or :class:`ModelConfig`).
+
+    The backbone is the one registered for ``model_cfg.arch`` (:mod:`trainer.models.registry`);
+    an unknown arch raises a ``ValueError`` listing the known ones.
+    """
     cfg = typed(ModelConfig, model_cfg)
-    if cfg.arch == "park":
-        backbone = ParkBackbone(
-            input_length,
-            channels=cfg.channels,
-            kernels=cfg.kernels,
-            strides=cfg.strides,
-            pool_sizes=cfg.pool_sizes,
-            pool_strides=cfg.pool_strides,
-            dropout=cfg.dropout_conv,
-        )
-    elif cfg.arch == "resnet":
-        backbone = ResNet1DBackbone(
-            cfg.depth,
-            input_length,
-            kernel_size=cfg.kernel_size,
-            group_stride=cfg.group_stride,
-            norm_groups=cfg.norm_groups,
-            stem_channels=cfg.stem_channels,
-            stem_kernel=cfg.stem_kernel,
-            stem_stride=cfg.stem_stride,
-            stem_pool=cfg.stem_pool,
-            stem_pool_stride=cfg.stem_pool_stride,
-            width_multiplier=cfg.width_multiplier,
-        )
-    elif cfg.arch == "convnet":
-        backbone = ConvNetBackbone(
-            input_length,
-            channels=cfg.stage_channels,
-            kernel=cfg.kernel_size,
-            stem_channels=cfg.stem_channels,
-            stem_kernel=cfg.stem_kernel,
-            stem_stride=cfg.stem_stride,
-            norm="group" if cfg.norm_groups > 0 else "batch",
-            groups=cfg.norm_groups,
-            double=cfg.stage_double,
-            dropout=cfg.dropout_conv,
-        )
-    elif cfg.arch == "msdn":  # zone-axis images (B, 3, H, W); input_length is not used
-        backbone = MultiStreamBackbone(
-            cfg.streams, cfg.input_scale, stem_channels=cfg.stem_channels, growth_rate=cfg.growth_rate,
-            block_layers=cfg.block_layers, bottleneck_width=cfg.bottleneck_width, compression=cfg.compression,
-            groups=cfg.norm_groups, dropout=cfg.dropout_conv,
-        )
-    else:
-        raise ValueError(f"unknown model arch {cfg.arch!r} (park | resnet | convnet | msdn)")
-    return SpaceGroupNet(backbone, n_classes, cfg)
+    return SpaceGroupNet(build_backbone(cfg, input_length, in_channels), n_classes, cfg)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

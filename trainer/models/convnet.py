@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainer.config import ModelConfig
 from trainer.models.heads import output_length
+from trainer.models.registry import one_channel, register_backbone
 
 
 def _norm(kind: str, channels: int, groups: int) -> nn.Module:
@@ -71,3 +73,22 @@ class ConvNetBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.layers(x), 1)
+
+
+@register_backbone("convnet")
+def build_convnet(cfg: ModelConfig, input_length: int, in_channels: int = 1) -> ConvNetBackbone:
+    """The compact CNN of ``cfg`` (stage_channels, kernel_size, stem_*, norm_groups (0: BatchNorm),
+    stage_double, dropout_conv)."""
+    one_channel("convnet", in_channels)
+    return ConvNetBackbone(
+        input_length,
+        channels=cfg.stage_channels,
+        kernel=cfg.kernel_size,
+        stem_channels=cfg.stem_channels,
+        stem_kernel=cfg.stem_kernel,
+        stem_stride=cfg.stem_stride,
+        norm="group" if cfg.norm_groups > 0 else "batch",
+        groups=cfg.norm_groups,
+        double=cfg.stage_double,
+        dropout=cfg.dropout_conv,
+    )

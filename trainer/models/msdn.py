@@ -20,6 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainer.config import ModelConfig
+from trainer.models.registry import register_backbone
+
 
 def _norm(channels: int, groups: int) -> nn.Module:
     """BatchNorm (``groups`` 0) or GroupNorm with the largest group count <= ``groups`` dividing ``channels``."""
@@ -116,3 +119,15 @@ class MultiStreamBackbone(nn.Module):
         b = x.shape[0]
         features = self.stream(x.reshape(b * 3, 1, *x.shape[2:]))  # the three axes through the same weights
         return features.reshape(b, -1)
+
+
+@register_backbone("msdn")
+def build_msdn(cfg: ModelConfig, input_length: int, in_channels: int = 1) -> MultiStreamBackbone:
+    """The multistream DenseNet of ``cfg`` (streams, input_scale, stem_channels, growth_rate, block_layers,
+    bottleneck_width, compression, norm_groups, dropout_conv). Its input is always (B, 3, H, W) zone-axis
+    images, so ``input_length`` and ``in_channels`` are not used."""
+    return MultiStreamBackbone(
+        cfg.streams, cfg.input_scale, stem_channels=cfg.stem_channels, growth_rate=cfg.growth_rate,
+        block_layers=cfg.block_layers, bottleneck_width=cfg.bottleneck_width, compression=cfg.compression,
+        groups=cfg.norm_groups, dropout=cfg.dropout_conv,
+    )

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from trainer.config import ModelConfig
 from trainer.models.heads import output_length
+from trainer.models.registry import one_channel, register_backbone
 
 
 class ParkBackbone(nn.Module):
@@ -65,3 +67,18 @@ class _SameConv1d(nn.Module):
         out = -(-length // self.stride)
         pad = max((out - 1) * self.stride + self.kernel - length, 0)
         return self.conv(nn.functional.pad(x, (pad // 2, pad - pad // 2)))
+
+
+@register_backbone("park")
+def build_park(cfg: ModelConfig, input_length: int, in_channels: int = 1) -> ParkBackbone:
+    """The Park et al. CNN of ``cfg`` (channels, kernels, strides, pool_sizes, pool_strides, dropout_conv)."""
+    one_channel("park", in_channels)
+    return ParkBackbone(
+        input_length,
+        channels=cfg.channels,
+        kernels=cfg.kernels,
+        strides=cfg.strides,
+        pool_sizes=cfg.pool_sizes,
+        pool_strides=cfg.pool_strides,
+        dropout=cfg.dropout_conv,
+    )

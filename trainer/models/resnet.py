@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainer.config import ModelConfig
 from trainer.models.heads import output_length
+from trainer.models.registry import one_channel, register_backbone
 
 # depth -> (block kind, [(filters, repeats) per block group])
 RESNET_SPECS: dict[int, tuple[str, list[tuple[int, int]]]] = {
@@ -130,3 +132,22 @@ class ResNet1DBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.blocks(self.stem(x)), 1)
+
+
+@register_backbone("resnet")
+def build_resnet(cfg: ModelConfig, input_length: int, in_channels: int = 1) -> ResNet1DBackbone:
+    """The 1D ResNet of ``cfg`` (depth, kernel_size, group_stride, norm_groups, stem_*, width_multiplier)."""
+    one_channel("resnet", in_channels)
+    return ResNet1DBackbone(
+        cfg.depth,
+        input_length,
+        kernel_size=cfg.kernel_size,
+        group_stride=cfg.group_stride,
+        norm_groups=cfg.norm_groups,
+        stem_channels=cfg.stem_channels,
+        stem_kernel=cfg.stem_kernel,
+        stem_stride=cfg.stem_stride,
+        stem_pool=cfg.stem_pool,
+        stem_pool_stride=cfg.stem_pool_stride,
+        width_multiplier=cfg.width_multiplier,
+    )

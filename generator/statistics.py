@@ -268,10 +268,9 @@ def _lattice_kdes(records: list, needed: dict[str, list[int]] | None = None,
     """One lattice KDE per crystal system present in ``records``.
 
     A system with too few (or too alike) crystals for scipy's KDE gets none. When ``needed``
-    (crystal system -> its classified space groups) holds a system with no more crystals than
-    lattice parameters, a ``ValueError`` says which system, how many crystals it has, and what to
-    change (``counts``: space group -> its statistics crystals, for the threshold that would leave
-    those groups out).
+    (crystal system -> its classified space groups) holds such a system, a ``ValueError`` says
+    which system, how many crystals it has, how many it needs and what to change (``counts``:
+    space group -> its statistics crystals, for the threshold that would leave those groups out).
     """
     needed, counts = needed or {}, counts or {}
     rows: dict[str, list] = defaultdict(list)
@@ -287,29 +286,36 @@ def _lattice_kdes(records: list, needed: dict[str, list[int]] | None = None,
         kde = LatticeKDE(crystal_system=cs, parameters=tuple(names), data=np.ascontiguousarray(data),
                          factor=float(len(data) ** (-1.0 / (d + 4))) if d else 0.0)
         if d:
-            # Too few crystals of a system give a singular covariance: such a system gets no KDE
-            # (scipy: LinAlgError when they are too alike; ValueError when there are no more
-            # crystals than parameters, which a classified space group of the system cannot do without).
+            # Too few crystals of a system, or crystals too alike, give a singular covariance: such a
+            # system gets no KDE (scipy: ValueError when there are no more crystals than parameters,
+            # LinAlgError when their lattices span fewer dimensions), which a classified space group
+            # of the system cannot do without.
             try:
                 kde.kde()
-            except np.linalg.LinAlgError:
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                too_few = len(data) <= d
                 if cs in needed:
-                    log.warning("no lattice KDE for %s (classified space groups %s): its %d statistics crystals "
-                                "are too alike", cs, needed[cs], len(data))
-                continue
-            except ValueError as exc:
-                if cs in needed:
-                    groups = needed[cs]
-                    raise ValueError(
-                        f"crystal system {cs!r} has {len(data)} statistics crystal(s), too few for its lattice KDE "
-                        f"over ({', '.join(names)}) (needs more than {d}), but space group(s) {groups} of it are "
-                        f"classified. Add {cs} structures to the database, or set "
-                        f"statistics.min_crystals_per_class above {max(counts.get(g, 0) for g in groups)} so that "
-                        f"these groups are not classified (scipy: {str(exc).splitlines()[0][:80]})") from None
-                log.info("no lattice KDE for %s: %d statistics crystals are too few", cs, len(data))
+                    raise ValueError(_no_lattice_kde_message(cs, names, len(data), too_few, needed[cs], counts,
+                                                             str(exc))) from None
+                log.info("no lattice KDE for %s: its %d statistics crystals are too %s (no classified space "
+                         "group needs one)", cs, len(data), "few" if too_few else "alike")
                 continue
         kdes[cs] = kde
     return kdes
+
+
+def _no_lattice_kde_message(cs: str, names, n: int, too_few: bool, groups: list[int], counts: dict[int, int],
+                            scipy_message: str) -> str:
+    """Why crystal system ``cs`` has no lattice KDE although space groups ``groups`` of it are classified."""
+    d = len(names)
+    why = (f"too few for its lattice KDE over ({', '.join(names)})" if too_few else
+           f"too alike for its lattice KDE over ({', '.join(names)}): their unit-volume lattices span fewer "
+           f"than {d} dimensions")
+    return (f"crystal system {cs!r} has {n} statistics crystal(s), {why} (needs at least {d + 1} crystals with "
+            f"differing lattices), but space group(s) {groups} of it are classified and the sampler needs its "
+            f"lattice KDE. Add {cs} structures (CIFs) to the database, or set statistics.min_crystals_per_class "
+            f"above {max(counts.get(g, 0) for g in groups)} so that these groups are not classified "
+            f"(scipy: {scipy_message.strip().splitlines()[0][:80] if scipy_message.strip() else 'singular covariance'})")
 
 
 def _density_kde(records: list) -> DensityKDE:

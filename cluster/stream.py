@@ -21,6 +21,7 @@ import queue as stdqueue
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -546,10 +547,78 @@ def resolve_num_actors(cfg: ClusterConfig, reserved_cpus: float = 0.0) -> int:
 # Factory
 
 
+@dataclass(frozen=True)
+class SourceInputs:
+    """What :func:`make_source` was given besides ``cfg`` and ``statistics`` (see its arguments)."""
+
+    generator_cfg: Any = None
+    simulation_cfg: Any = None
+    prepared: Any = None
+    reserved_cpus: float = 0.0
+    factory: ProducerFactory | None = None
+    cache_dir: str | None = None
+    shuffle_seed: int | None = None
+
+
+# ``cluster.source`` name -> builder (cfg: ClusterConfig, statistics, inputs: SourceInputs) -> batch source.
+_SOURCES: dict[str, Callable[[ClusterConfig, Any, SourceInputs], Any]] = {}
+
+
+def register_source(name: str):
+    """Decorator registering a batch-source builder under the ``cluster.source`` value ``name``."""
+
+    def register(builder):
+        if name in _SOURCES:
+            raise ValueError(f"cluster.source {name!r} is registered twice")
+        _SOURCES[name] = builder
+        return builder
+
+    return register
+
+
+def _producer_factory(cfg: ClusterConfig, statistics, inputs: SourceInputs) -> ProducerFactory:
+    """The given factory, else the zone-axis one for a ``kind: zone_axis`` representation, else the synthetic one."""
+    from cluster.zone_axis_producer import ZoneAxisProducerFactory, is_zone_axis
+
+    if inputs.factory is not None:
+        return inputs.factory
+    if is_zone_axis(inputs.simulation_cfg):
+        return ZoneAxisProducerFactory(statistics, inputs.generator_cfg, inputs.simulation_cfg, cfg.batch_size,
+                                       cfg.dtype)
+    return SyntheticProducerFactory(statistics, inputs.generator_cfg, inputs.simulation_cfg, cfg.batch_size,
+                                    cfg.dtype, cfg.patterns_per_crystal, cfg.payload)
+
+
+@register_source("ray")
+def _ray_source(cfg: ClusterConfig, statistics, inputs: SourceInputs) -> RayStream:
+    return RayStream(_producer_factory(cfg, statistics, inputs), cfg, reserved_cpus=inputs.reserved_cpus)
+
+
+@register_source("local")
+def _local_source(cfg: ClusterConfig, statistics, inputs: SourceInputs) -> LocalStream:
+    return LocalStream(_producer_factory(cfg, statistics, inputs), cfg.seed)
+
+
+@register_source("real")
+def _real_source(cfg: ClusterConfig, statistics, inputs: SourceInputs) -> ArraySource:
+    if inputs.prepared is None:
+        raise ValueError("cluster.source=real needs the prepared database and split")
+    from cluster.real_source import real_training_arrays
+
+    cache_dir = inputs.cache_dir
+    if cache_dir is None:
+        from generator.config import default_cache_dir
+
+        cache_dir = default_cache_dir() / "train_patterns"
+    arrays = real_training_arrays(inputs.prepared, statistics, inputs.simulation_cfg, cfg, cache_dir=cache_dir)
+    seed = cfg.seed if inputs.shuffle_seed is None else inputs.shuffle_seed
+    return ArraySource(*arrays, batch_size=cfg.batch_size, seed=seed)
+
+
 def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, simulation_cfg=None, prepared=None,
                 reserved_cpus: float = 0.0, factory: ProducerFactory | None = None, cache_dir: str | None = None,
                 shuffle_seed: int | None = None):
-    """The batch source that ``cfg.source`` names.
+    """The batch source that ``cfg.source`` names (one of the builders registered with :func:`register_source`).
 
     Args:
         cfg: ``conf/cluster`` node (or :class:`ClusterConfig`).
@@ -568,26 +637,8 @@ def make_source(cfg: ClusterConfig | Any, statistics, *, generator_cfg=None, sim
     cfg = to_dataclass(ClusterConfig, cfg)
     if cfg.payload not in PAYLOADS:
         raise ValueError(f"cluster.payload must be one of {PAYLOADS}, got {cfg.payload!r}")
-    if cfg.source in ("ray", "local"):
-        from cluster.zone_axis_producer import ZoneAxisProducerFactory, is_zone_axis
-
-        if factory is None and is_zone_axis(simulation_cfg):  # a representation with kind: zone_axis
-            factory = ZoneAxisProducerFactory(statistics, generator_cfg, simulation_cfg, cfg.batch_size, cfg.dtype)
-        if factory is None:
-            factory = SyntheticProducerFactory(statistics, generator_cfg, simulation_cfg, cfg.batch_size, cfg.dtype,
-                                               cfg.patterns_per_crystal, cfg.payload)
-        if cfg.source == "local":
-            return LocalStream(factory, cfg.seed)
-        return RayStream(factory, cfg, reserved_cpus=reserved_cpus)
-    if cfg.source == "real":
-        if prepared is None:
-            raise ValueError("cluster.source=real needs the prepared database and split")
-        from cluster.real_source import real_training_arrays
-
-        if cache_dir is None:
-            from generator.config import default_cache_dir
-
-            cache_dir = default_cache_dir() / "train_patterns"
-        arrays = real_training_arrays(prepared, statistics, simulation_cfg, cfg, cache_dir=cache_dir)
-        return ArraySource(*arrays, batch_size=cfg.batch_size, seed=cfg.seed if shuffle_seed is None else shuffle_seed)
-    raise ValueError(f"unknown cluster.source {cfg.source!r} (ray, local or real)")
+    builder = _SOURCES.get(cfg.source)
+    if builder is None:
+        raise ValueError(f"unknown cluster.source {cfg.source!r} ({', '.join(_SOURCES)})")
+    inputs = SourceInputs(generator_cfg, simulation_cfg, prepared, reserved_cpus, factory, cache_dir, shuffle_seed)
+    return builder(cfg, statistics, inputs)

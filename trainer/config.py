@@ -145,11 +145,11 @@ class TrainerConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     compile: bool = False  # torch.compile (CUDA only; ignored on the CPU)
     tf32: bool = True
-    torch_threads: int = 0  # 0: leave torch's default
+    torch_threads: int = 0  # 0: cluster.trainer_cpus threads on the CPU (the CLI run; fit alone leaves torch as is)
     log_every: int = 10
-    checkpoint_every: int = 100
+    checkpoint_every: int = 1000
     keep_checkpoints: int = 3
-    eval_every: int = 100
+    eval_every: int = 500
     final_eval: bool = True
     eval_timeout_s: float = 600.0  # how long the end of the run waits for outstanding evaluations
     output_dir: Optional[str] = None  # None: the Hydra run directory (or ./outputs/train/<time>)

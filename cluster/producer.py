@@ -30,9 +30,10 @@ ProducerFactory = Callable[[np.random.SeedSequence], Producer]
 
 
 class SyntheticProducer:
-    """Synthetic crystals from a ``generator.CrystalSampler`` simulated by a ``simulator.PatternSimulator``.
+    """Synthetic crystals from a ``generator.CrystalSampler`` turned into model inputs by the representation
+    of ``simulation_cfg`` (``simulator.representation``: the 2-theta pattern, the ideal 1/d profile or G(r)).
 
-    ``payload="array"``: :class:`Batch` of rendered (B, N) patterns; ``"peaks"``: a
+    ``payload="array"``: :class:`Batch` of (B, N) inputs; ``"peaks"`` (2-theta patterns only): a
     :class:`~cluster.peak_batch.PeakBatch` (peak lists and draws) that the consumer renders, with
     one peak list per crystal however many patterns it gets.
     """
@@ -40,17 +41,18 @@ class SyntheticProducer:
     def __init__(self, statistics, generator_cfg, simulation_cfg, batch_size: int, dtype: str,
                  seed: np.random.SeedSequence, patterns_per_crystal: int = 1, payload: str = "array"):
         from generator import CrystalSampler
-        from simulator import PatternSimulator
+        from simulator.representation import make_representation
 
         if batch_size % patterns_per_crystal:
             raise ValueError(f"batch_size {batch_size} is not a multiple of patterns_per_crystal {patterns_per_crystal}")
         if payload not in PAYLOADS:
             raise ValueError(f"cluster.payload must be one of {PAYLOADS}, got {payload!r}")
+        self.simulator = make_representation(simulation_cfg)
+        check_payload(payload, self.simulator)
         self.payload = payload
         sampler_seed, simulation_seed, noise_seed = seed.spawn(3)  # the first two as with spawn(2)
         self.noise_rng = np.random.default_rng(noise_seed)        # seeds of the consumer's noise (peaks)
         self.sampler = _make_sampler(CrystalSampler, statistics, generator_cfg, sampler_seed)
-        self.simulator = PatternSimulator(simulation_cfg)
         self.rng = np.random.default_rng(simulation_seed)
         self.batch_size = int(batch_size)
         self.patterns_per_crystal = int(patterns_per_crystal)
@@ -96,6 +98,17 @@ class SyntheticProducer:
                 "sample_seconds": self._sample_seconds, "rejections": dict(Counter(rejections))}
 
 
+def check_payload(payload: str, simulation_cfg) -> None:
+    """Peak payloads carry 2-theta peak lists: any other representation must use ``cluster.payload=array``."""
+    from simulator.representation import representation_kind
+
+    kind = getattr(simulation_cfg, "kind", None) if not hasattr(simulation_cfg, "get") else None
+    kind = kind if isinstance(kind, str) else representation_kind(simulation_cfg)
+    if payload == "peaks" and kind != "two_theta":
+        raise ValueError(f"cluster.payload=peaks sends 2-theta peak lists; simulation kind {kind!r} needs "
+                         "cluster.payload=array")
+
+
 def crystal_batch(patterns: np.ndarray, crystals: list, class_index: dict[int, int]) -> Batch:
     """A :class:`Batch` of ``patterns`` (B, ...) made from ``crystals`` (B,): class labels through
     ``class_index`` (space group -> class), space groups and natural-log cell volumes."""
@@ -127,6 +140,10 @@ class SyntheticProducerFactory:
     dtype: str = "float16"
     patterns_per_crystal: int = 1
     payload: str = "array"
+
+    def __post_init__(self):
+        # refuse an impossible payload here, in the trainer, before any generation actor starts
+        check_payload(self.payload, self.simulation_cfg)
 
     def __call__(self, seed: np.random.SeedSequence) -> SyntheticProducer:
         return SyntheticProducer(self.statistics, self.generator_cfg, self.simulation_cfg, self.batch_size,

@@ -16,10 +16,10 @@ def real_training_arrays(prepared, statistics, simulation_cfg, cluster_cfg: Clus
                          cache_dir: str | os.PathLike | None = None):
     """(patterns, labels, space_groups, log_volume) of the statistics-side real crystals with classified
     spglib labels, ``cluster_cfg.real.variants`` patterns each: the baseline's training data."""
-    from simulator import PatternSimulator
+    from simulator.representation import make_representation
 
     cfg = to_dataclass(ClusterConfig, cluster_cfg)
-    simulator = PatternSimulator(simulation_cfg)
+    simulator = make_representation(simulation_cfg)
     class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
     ids = sorted(map(str, prepared.split.statistics_ids))
     ids = [i for i in ids if int(prepared.database[i].space_group) in class_index]

@@ -109,10 +109,11 @@ def config_hash(cfg: Any) -> str:
 
 
 def simulation_hash(simulation_cfg: Any) -> str:
-    """Hash of the validated simulation config (defaults filled in)."""
-    from simulator import SimulationConfig
+    """Hash of the validated simulation config (defaults filled in) of any representation; a 2-theta
+    config hashes as it did before representations had kinds, so existing caches stay valid."""
+    from simulator.representation import representation_config
 
-    return config_hash(SimulationConfig.from_any(simulation_cfg))
+    return config_hash(representation_config(simulation_cfg)[1])
 
 
 def statistics_hash(statistics) -> str:
@@ -167,8 +168,9 @@ _IMPURITY_TRIES = 3
 
 
 def impurity_enabled(simulator) -> bool:
-    """Whether ``simulator`` mixes in an impurity phase."""
-    return bool(simulator.config.impurity.enabled)
+    """Whether ``simulator`` (a representation) mixes in an impurity phase (only 2-theta patterns can)."""
+    impurity = getattr(simulator.config, "impurity", None)
+    return bool(impurity is not None and impurity.enabled)
 
 
 def impurity_partners(n: int, rng: np.random.Generator, usable: Sequence[bool] | None = None,
@@ -189,7 +191,8 @@ def impurity_partners(n: int, rng: np.random.Generator, usable: Sequence[bool] |
 def simulate_crystals(crystals: Sequence, simulator, rng: np.random.Generator, dtype: str = "float16",
                       variants: int = 1, impurity_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(len * variants, N) patterns of ``crystals`` (variant-major per crystal) and a (len,) bool mask of
-    the crystals that simulated (a failure leaves zero rows and False).
+    the crystals that simulated (a failure leaves zero rows and False). ``simulator``: a representation
+    (``simulator.representation.make_representation``) or a ``PatternSimulator``; its ``patterns`` is called.
 
     With the simulator's impurity phase enabled and ``impurity_rng`` given, crystal i gets its impurity
     phase from another crystal of ``crystals`` (:func:`impurity_partners`, drawn with ``impurity_rng``;
@@ -299,8 +302,9 @@ def _real_patterns(kind: str, side_ids, stream: int, prepared, cfg, simulator, s
 
 def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, simulation_cfg=None,
                     generator_cfg=None) -> list[TestSet]:
-    """The sets named in ``cfg.test_sets`` (real ones need ``prepared``), simulated or read from the cache."""
-    from simulator import PatternSimulator
+    """The sets named in ``cfg.test_sets`` (real ones need ``prepared``), simulated or read from the cache
+    through the representation of ``simulation_cfg`` (2-theta pattern, ideal 1/d profile or G(r))."""
+    from simulator.representation import make_representation
 
     cfg = to_dataclass(EvaluationConfig, cfg)
     unknown = [n for n in cfg.test_sets if n not in KNOWN_SETS]
@@ -309,7 +313,7 @@ def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, s
     needs_real = [n for n in cfg.test_sets if n != "synthetic"]
     if needs_real and prepared is None:
         raise ValueError(f"test sets {needs_real} need the prepared database and split")
-    simulator = PatternSimulator(simulation_cfg)
+    simulator = make_representation(simulation_cfg)
     sim_hash = simulation_hash(simulator.config)
     class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
     out: list[TestSet] = []

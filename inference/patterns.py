@@ -115,6 +115,11 @@ class InputSpec:
             to model inputs (N,), exactly as in training (the simulator's ``preprocess``, which also
             prepares its randomly windowed patterns).
         lorentz_polarisation: whether the training patterns carry the Lorentz-polarisation factor.
+        measured_error: why no measured scan can be brought onto this input (G(r) models need
+            total-scattering data), else None.
+
+    ``inference.predict.input_spec`` builds it from a checkpoint's representation
+    (:mod:`simulator.representation`), whose axis conversion and interpolation are used here.
     """
 
     grid: np.ndarray
@@ -122,6 +127,7 @@ class InputSpec:
     wavelength: float | None = 1.5406
     preprocess: Callable[..., np.ndarray] = field(default=lambda y, mask=None: y, compare=False)
     lorentz_polarisation: bool = True
+    measured_error: str | None = None
 
 
 @dataclass
@@ -373,34 +379,23 @@ def prepare_pattern(pattern: MeasuredPattern, spec: InputSpec, cfg: PatternConfi
     Raises:
         PatternError: when the pattern covers too little of the model's grid.
     """
+    from simulator.representation import MeasuredDataError, measured_on_axis, onto_grid
+
     src = pattern.source
+    if spec.measured_error:
+        raise PatternError(src, spec.measured_error)
     wl = wavelength if wavelength is not None else pattern.wavelength
     if wl is None:
         wl = spec.wavelength
     if wl is None:
         raise PatternError(src, "the measurement wavelength is unknown: give it with --wavelength")
     y = remove_baseline(pattern, cfg)
-    x = pattern.two_theta
     grid = np.asarray(spec.grid, dtype=np.float64)
-    if spec.axis == "two_theta":
-        if spec.wavelength is None:
-            raise ValueError("a two_theta input axis needs the model's wavelength")
-        if abs(wl - spec.wavelength) > 1e-6:
-            x_model = convert_wavelength(x, wl, spec.wavelength)
-            ok = np.isfinite(x_model) & (x > 0)
-            if cfg.lorentz_polarisation and spec.lorentz_polarisation:
-                y = np.where(ok, y, 0.0)
-                y[ok] = y[ok] * lorentz_polarisation(x_model[ok]) / lorentz_polarisation(x[ok])
-            x, y = x_model[ok], y[ok]
-    elif spec.axis == "inverse_d":
-        keep = x > 0
-        x_model = two_theta_to_inverse_d(x[keep], wl)
-        y = y[keep]
-        if cfg.lorentz_polarisation and not spec.lorentz_polarisation:
-            y = y / lorentz_polarisation(x[keep])
-        x = x_model
-    else:
-        raise ValueError(f"unknown input axis {spec.axis!r}")
+    try:  # through the d-spacing onto the model's axis (the representation's own conversion)
+        x, y = measured_on_axis(spec.axis, pattern.two_theta, y, float(wl), spec.wavelength,
+                                spec.lorentz_polarisation, cfg.lorentz_polarisation)
+    except MeasuredDataError as err:
+        raise PatternError(src, str(err)) from err
     inside = (x >= grid[0]) & (x <= grid[-1])
     n_inside = int(inside.sum())
     if n_inside < cfg.min_points:
@@ -412,9 +407,7 @@ def prepare_pattern(pattern: MeasuredPattern, spec: InputSpec, cfg: PatternConfi
         lo, hi = (pattern.two_theta[0], pattern.two_theta[-1])
         raise PatternError(src, f"the measured range {lo:g}..{hi:g} deg 2-theta covers {coverage:.0%} of the "
                                 f"model's range {_axis_range(spec)} (at least {cfg.min_coverage:.0%} needed)")
-    on_grid = np.zeros(grid.shape, dtype=np.float64)
-    on_grid[mask] = np.interp(grid[mask], x, y)
-    on_grid = np.clip(on_grid, 0.0, None)
+    on_grid, mask = onto_grid(grid, x, y)
     if not on_grid.any():
         raise PatternError(src, "no signal inside the model's range after baseline removal")
     if not np.isfinite(on_grid).all():
@@ -429,7 +422,7 @@ def prepare_pattern(pattern: MeasuredPattern, spec: InputSpec, cfg: PatternConfi
 
 
 def _axis_range(spec: InputSpec) -> str:
-    unit = "deg 2-theta" if spec.axis == "two_theta" else "1/A"
+    unit = {"two_theta": "deg 2-theta", "inverse_d": "1/A", "r": "A"}.get(spec.axis, spec.axis)
     return f"{spec.grid[0]:g}..{spec.grid[-1]:g} {unit}"
 
 

@@ -196,17 +196,21 @@ class Member:
     calibration: Optional[dict] = None
 
 
-def input_spec(simulation: dict) -> InputSpec:
-    """The input axis and training-time preprocessing of the simulator described by ``simulation``."""
-    from simulator import PatternSimulator, SimulationConfig
+def input_spec(representation: Any) -> InputSpec:
+    """The input axis and training-time preprocessing of a model's representation
+    (:mod:`simulator.representation`): a representation object, a checkpoint's ``representation``
+    description, or a simulation config dict (with or without ``kind``; none: the 2-theta pattern)."""
+    from simulator.representation import from_description, make_representation
 
-    sim = PatternSimulator(SimulationConfig.from_any(simulation or None))
-    cfg = sim.config
-    axis = getattr(sim, "axis", "two_theta")
-    return InputSpec(grid=np.asarray(sim.grid, dtype=np.float64), axis=axis,
-                     wavelength=float(cfg.wavelength) if axis == "two_theta" else None,
-                     preprocess=sim.preprocess,
-                     lorentz_polarisation=bool(getattr(cfg, "lorentz_polarisation", True)))
+    if hasattr(representation, "prepare_measured"):
+        rep = representation
+    elif isinstance(representation, dict) and "config" in representation and "axis" in representation:
+        rep = from_description(representation)
+    else:
+        rep = make_representation(representation or None)
+    return InputSpec(grid=np.asarray(rep.axis.values, dtype=np.float64), axis=rep.axis.short,
+                     wavelength=rep.wavelength, preprocess=rep.preprocess, lorentz_polarisation=rep.training_lp,
+                     measured_error=rep.measured_error)
 
 
 def load_member(path: str | Path, device: str = "cpu", calibrated: bool = True) -> Member:
@@ -216,9 +220,10 @@ def load_member(path: str | Path, device: str = "cpu", calibrated: bool = True) 
     from trainer.checkpoint import load_for_inference
 
     model, meta = load_for_inference(path, device=device)
-    spec = input_spec(meta.simulation)
+    spec = input_spec(meta.input_representation())  # older checkpoints: the 2-theta pattern of their simulation
     if len(spec.grid) != meta.input_length:
-        raise ValueError(f"{path}: the simulation grid has {len(spec.grid)} points, the model expects {meta.input_length}")
+        raise ValueError(f"{path}: the {meta.representation_kind} axis has {len(spec.grid)} points, the model "
+                         f"expects {meta.input_length}")
     calibration = load_calibration(path) if calibrated else None
     return Member(model=model, space_groups=[int(s) for s in meta.space_groups], spec=spec,
                   volume_norm=meta.volume_norm, name=str(path), simulation=dict(meta.simulation),

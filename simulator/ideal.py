@@ -15,8 +15,12 @@ from simulator.scattering import scattering_table
 
 @dataclass
 class IdealProfileConfig:
-    """1/d grid (1/A) of ``n_points`` points from ``inv_d_min`` to ``inv_d_max``; one B (A^2) for every atom."""
+    """1/d grid (1/A) of ``n_points`` points from ``inv_d_min`` to ``inv_d_max``; one B (A^2) for every atom.
 
+    ``kind`` names the representation in ``conf/simulation/ideal.yaml`` (``simulator.representation``).
+    """
+
+    kind: str = "ideal"
     inv_d_min: float = 0.1131
     inv_d_max: float = 1.0625
     n_points: int = 10001

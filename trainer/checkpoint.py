@@ -53,6 +53,10 @@ class CheckpointMeta:
         input_length: number of pattern points the model expects.
         simulation: the simulation config the training patterns came from (grid / wavelength /
             peak shape / preprocessing) as a plain dict; measured patterns must be brought onto it.
+        representation: the input representation with its parameters, ``describe()`` of
+            :mod:`simulator.representation` ({"kind", "axis", "shape", "config"}); empty in checkpoints
+            written before representations had kinds, which are 2-theta patterns of ``simulation``
+            (:meth:`input_representation` rebuilds either).
         volume_norm: ``{"mean": m, "std": s}`` of the natural log of the conventional cell volume
             (A^3) the volume head was trained on (prediction z -> log V = m + s z); None without
             a volume head.
@@ -69,6 +73,7 @@ class CheckpointMeta:
     model: dict
     input_length: int
     simulation: dict = field(default_factory=dict)
+    representation: dict = field(default_factory=dict)
     volume_norm: Optional[dict] = None
     step: int = 0
     samples_seen: int = 0
@@ -81,6 +86,17 @@ class CheckpointMeta:
     @property
     def n_classes(self) -> int:
         return len(self.space_groups)
+
+    @property
+    def representation_kind(self) -> str:
+        """"two_theta", "ideal" or "pdf" (checkpoints without a representation: "two_theta")."""
+        return str((self.representation or {}).get("kind", "two_theta"))
+
+    def input_representation(self):
+        """The :mod:`simulator.representation` object that makes (and prepares measured) inputs for this model."""
+        from simulator.representation import from_description
+
+        return from_description(self.representation, self.simulation)
 
     def log_volume(self, z: Any) -> Any:
         """Natural log of the cell volume from the volume head's z-score output."""
@@ -332,6 +348,11 @@ def load_meta(path: str | os.PathLike) -> CheckpointMeta:
         problems.append(f"input_length must be an integer in 1..10^7, got {meta.input_length!r}")
     if meta.volume_norm is not None and not (isinstance(meta.volume_norm, dict) and {"mean", "std"} <= set(meta.volume_norm)):
         problems.append("volume_norm must be null or an object with 'mean' and 'std'")
+    if not isinstance(meta.representation, dict) or (meta.representation and not (
+            meta.representation.get("kind") in ("two_theta", "ideal", "pdf")
+            and isinstance(meta.representation.get("config"), dict))):
+        problems.append("representation must be empty or an object with 'kind' (two_theta, ideal or pdf) and "
+                        "'config'")
     if problems:
         raise ValueError(f"{file}: " + "; ".join(problems))
     return meta

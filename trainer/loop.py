@@ -35,6 +35,7 @@ from trainer.config import LoggerConfig, ModelConfig, OptimizerConfig, TrainerCo
 from trainer.hooks import EvaluationHook, collect
 from trainer.metrics_log import MetricsLog, plot_curves
 from trainer.models import build_model, count_parameters
+from trainer.models.heads import auxiliary_outputs
 from trainer.optim import make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class RunSpec:
     space_groups: list[int]
     input_length: int
     simulation: dict = field(default_factory=dict)
+    representation: dict = field(default_factory=dict)  # simulator.representation describe(): kind, axis, shape
     volume_norm: Optional[dict] = None
     logger: Any = None
     config: dict = field(default_factory=dict)
@@ -148,11 +150,24 @@ def to_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.
     return x, y.to(device, non_blocking=non_blocking), v.to(device, non_blocking=non_blocking)
 
 
+def crystal_system_of_classes(space_groups: list[int], device: torch.device | None = None) -> torch.Tensor:
+    """(C,) int64: the crystal-system index (0 triclinic .. 6 cubic, ``generator.symmetry.CRYSTAL_SYSTEMS``)
+    of each class's space group: the targets of a crystal-system head."""
+    from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
+
+    return torch.tensor([CRYSTAL_SYSTEMS.index(crystal_system(int(s))) for s in space_groups], dtype=torch.int64,
+                        device=device)
+
+
 def compute_loss(out: dict[str, torch.Tensor], y: torch.Tensor, log_volume: torch.Tensor,
                  volume_norm: Optional[dict], volume_weight: float,
-                 label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 label_smoothing: float = 0.0, class_systems: Optional[torch.Tensor] = None,
+                 crystal_system_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Cross-entropy (optionally label-smoothed) plus ``volume_weight`` x MAE of the z-scored log volume
-    (when there is a volume head)."""
+    (when there is a volume head), plus ``crystal_system_weight`` x the cross-entropy of the crystal system
+    when the model has a crystal-system head (an output "crystal_system_logits" (B, 7); ``class_systems``
+    (C,) maps class -> crystal system, :func:`crystal_system_of_classes`). Models without these outputs
+    get the plain cross-entropy."""
     logits = out["logits"].float()
     ce = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     parts = {"ce": ce.detach()}
@@ -162,6 +177,13 @@ def compute_loss(out: dict[str, torch.Tensor], y: torch.Tensor, log_volume: torc
         mae = (out["log_volume"].float() - z).abs().mean()
         parts["volume_mae"] = mae.detach()
         loss = loss + volume_weight * mae
+    if "crystal_system_logits" in out and class_systems is not None:
+        cs_logits = out["crystal_system_logits"].float()
+        cs_target = class_systems.to(y.device)[y]
+        cs_ce = F.cross_entropy(cs_logits, cs_target, label_smoothing=label_smoothing)
+        parts["crystal_system_ce"] = cs_ce.detach()
+        parts["crystal_system_correct"] = (cs_logits.detach().argmax(1) == cs_target).sum()
+        loss = loss + crystal_system_weight * cs_ce
     parts["correct"] = (logits.detach().argmax(1) == y).sum()
     return loss, parts
 
@@ -322,7 +344,8 @@ def fit(
     def checkpoint(final: bool = False) -> Path:
         meta = CheckpointMeta(
             space_groups=spec.space_groups, model=to_dict(spec.model), input_length=length,
-            simulation=spec.simulation, volume_norm=spec.volume_norm, step=step, samples_seen=samples_seen,
+            simulation=spec.simulation, representation=spec.representation, volume_norm=spec.volume_norm,
+            step=step, samples_seen=samples_seen,
             config=spec.config, metrics={k: v for k, v in last_eval.items() if isinstance(v, (int, float))},
             final=final,
         )
@@ -335,7 +358,11 @@ def fit(
 
     # Running sums on the device: no host sync per step.
     sums = {"loss": torch.zeros((), device=device), "ce": torch.zeros((), device=device),
-            "volume_mae": torch.zeros((), device=device), "correct": torch.zeros((), device=device)}
+            "volume_mae": torch.zeros((), device=device), "correct": torch.zeros((), device=device),
+            "crystal_system_ce": torch.zeros((), device=device),
+            "crystal_system_correct": torch.zeros((), device=device)}
+    class_systems = crystal_system_of_classes(spec.space_groups, device)
+    has_cs_head = False  # set once the model returns crystal-system logits
     window = {"samples": 0, "steps": 0, "wait": 0.0, "t0": time.perf_counter()}
     bad_in_a_row, skipped_total = 0, 0
     progress = _Progress(tcfg.progress and main, tcfg.max_steps, step)
@@ -368,8 +395,9 @@ def fit(
             if problem is None:
                 x, y, v = to_tensors(batch, device)
                 with autocast:
-                    out = train_model(x)
-                loss, parts = compute_loss(out, y, v, spec.volume_norm, tcfg.volume_loss_weight, tcfg.label_smoothing)
+                    out = auxiliary_outputs(model, train_model(x))
+                loss, parts = compute_loss(out, y, v, spec.volume_norm, tcfg.volume_loss_weight, tcfg.label_smoothing,
+                                           class_systems)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 # Gradients are identical on every rank after DDP's all-reduce, so this decision is too.
@@ -401,6 +429,10 @@ def fit(
             sums["correct"] += parts["correct"].float()
             if "volume_mae" in parts:
                 sums["volume_mae"] += parts["volume_mae"].float()
+            if "crystal_system_ce" in parts:
+                has_cs_head = True
+                sums["crystal_system_ce"] += parts["crystal_system_ce"].float()
+                sums["crystal_system_correct"] += parts["crystal_system_correct"].float()
 
             if main and (step % tcfg.log_every == 0 or step == tcfg.max_steps):
                 elapsed = max(time.perf_counter() - window["t0"], 1e-9)
@@ -419,6 +451,9 @@ def fit(
                 }
                 if spec.model.volume_head and spec.volume_norm is not None:
                     last_train["volume_mae"] = sums["volume_mae"].item() / k
+                if has_cs_head:
+                    last_train["crystal_system_ce"] = sums["crystal_system_ce"].item() / k
+                    last_train["crystal_system_accuracy"] = sums["crystal_system_correct"].item() / max(per_rank, 1)
                 try:
                     last_train.update({f"source/{a}": b for a, b in (source.metrics() or {}).items()})
                 except Exception as err:  # metrics are best effort

@@ -211,13 +211,17 @@ def run(cfg: DictConfig) -> FitResult:
     from cluster.connect import init_ray
     from cluster.evaluators import make_evaluator, reserved_cpus
     from evaluation.testsets import build_test_sets, pattern_cache_dir
+    from cluster.producer import check_payload
     from generator.pipeline import prepare_data
-    from simulator import SimulationConfig
+    from simulator.representation import make_representation
 
     setup = setup_run(cfg)
     out_dir, start_step, tcfg = setup.out_dir, setup.start_step, setup.trainer
     cluster_cfg, eval_cfg, generator_cfg = setup.cluster, setup.evaluation, setup.generator
-    simulation_cfg = SimulationConfig.from_any(cfg.simulation)
+    # the model input: the 2-theta pattern, the ideal 1/d profile or G(r), by conf/simulation `kind`
+    representation = make_representation(cfg.simulation)
+    simulation_cfg = representation.config  # typed; what the stream, the test sets and the checkpoints get
+    check_payload(cluster_cfg.payload, representation)
 
     device = resolve_device(tcfg.device)
     if device.type == "cpu" and tcfg.torch_threads == 0:
@@ -233,8 +237,9 @@ def run(cfg: DictConfig) -> FitResult:
 
     spec = RunSpec(
         model=cfg.model, optimizer=cfg.optimizer, trainer=tcfg, logger=cfg.logger,
-        space_groups=[int(s) for s in statistics.space_groups], input_length=simulation_cfg.n_points,
-        simulation=to_dict(simulation_cfg), volume_norm=volume_normalisation(statistics),
+        space_groups=[int(s) for s in statistics.space_groups], input_length=representation.shape[1],
+        simulation=to_dict(simulation_cfg), representation=representation.describe(),
+        volume_norm=volume_normalisation(statistics),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)

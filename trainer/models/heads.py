@@ -29,3 +29,33 @@ def output_length(layers, input_length: int, name: str = "this network") -> int:
             return int(layers(torch.zeros(1, 1, input_length)).shape[-1])
     except RuntimeError as err:
         raise ValueError(f"input length {input_length} is too short for {name}") from err
+
+
+class AuxiliaryOutputs:
+    """Mixin of a backbone that computes extra outputs next to its features (e.g. a crystal-system head
+    on the features it shares with the space-group head).
+
+    :class:`trainer.models.SpaceGroupNet` passes only the (B, F) features on, so such a backbone keeps its
+    extra outputs of the last forward pass in ``_auxiliary``; :func:`auxiliary_outputs` merges them into the
+    model's output dict (the training loop does, so they enter the loss). Backbones without the mixin have
+    none, and their models are unaffected.
+    """
+
+    _auxiliary: dict | None = None
+
+    def keep_auxiliary(self, **outputs) -> None:
+        self._auxiliary = outputs
+
+    def take_auxiliary(self) -> dict:
+        out, self._auxiliary = self._auxiliary or {}, None
+        return out
+
+
+def auxiliary_outputs(model, out: dict) -> dict:
+    """``out`` plus the extra outputs the model's backbone kept during the forward pass that made ``out``."""
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, AuxiliaryOutputs):
+        extra = backbone.take_auxiliary()
+        if extra:
+            return {**out, **extra}
+    return out

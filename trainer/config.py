@@ -78,6 +78,10 @@ class ModelConfig:
     compression: float = 1.0  # transition output channels / input channels
     streams: int = 3  # 3: one shared-weight stream per zone axis; 1: one stream over the 3 channels (spot baseline)
     input_scale: float = 1.0  # inputs are multiplied by this first (1/255 for uint8 batches)
+    # Dense network on the raw pattern ("vecsei_dense"): these dense layers (ReLU, dropout_dense) are its trunk;
+    # with crystal_system_head a 7-class crystal-system head sits on the trunk next to the space-group head.
+    dense_layers: list[int] = field(default_factory=lambda: [2048, 1024, 256])
+    crystal_system_head: bool = False
     # Second head regressing the z-scored log cell volume (multi-task).
     volume_head: bool = False
     volume_hidden: list[int] = field(default_factory=lambda: [256, 64])

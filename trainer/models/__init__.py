@@ -14,6 +14,7 @@ from trainer.config import ModelConfig, typed
 # Importing a backbone module registers its builder (trainer.models.registry); a new backbone adds its
 # import here.
 from trainer.models import convnet, msdn, park, resnet  # noqa: F401
+from trainer.models import liu, vecsei  # noqa: F401  (Liu et al. G(r) CNN, Vecsei et al. dense network)
 from trainer.models.heads import mlp
 from trainer.models.registry import build_backbone, known_backbones, register_backbone
 from trainer.models.resnet import RESNET_SPECS

@@ -49,6 +49,12 @@ _DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 _NUMBERISH = re.compile(r"^[+-]?[\d.,]+([eE][+-]?\d+)?$")
 # Largest magnitude accepted for 2-theta or intensity values; beyond it scaling overflows float32.
 MAX_ABS_VALUE = 1e15
+# More numbers than this on one line are not columns of one point (2-theta, intensity, esd, fits, ...).
+MAX_COLUMNS = 16
+# Markup (XML, HTML) at the start of a file read as text.
+_MARKUP = re.compile(r"^\s*<(\?xml|!DOCTYPE|[A-Za-z])", re.IGNORECASE)
+# Column names of d-spacings: "d", "d-spacing", "d_spacing", "dspacing", "d(A)", "d[Å]", "d-value".
+_D_SPACING = re.compile(r"^d([-_ ]?(spacing|value))?\s*([(\[].*)?$", re.IGNORECASE)
 
 
 class PatternError(ValueError):
@@ -155,6 +161,8 @@ def read_pattern(path: str | Path) -> MeasuredPattern:
     path = Path(path)
     if not path.exists():
         raise PatternError(path, "file not found")
+    if path.is_dir():
+        raise PatternError(path, "a directory, not a pattern file")
     if not path.is_file():
         raise PatternError(path, "not a regular file")
     suffix = path.suffix.lower()
@@ -176,17 +184,17 @@ def read_text_pattern(path: str | Path) -> MeasuredPattern:
     or header ("wavelength", "lambda", RRUFF's ``##X-RAY WAVELENGTH=``) is picked up.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise PatternError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    text = _decode_text(path)
     if not text.strip():
         raise PatternError(path, "empty file")
+    if _MARKUP.match(text):
+        raise PatternError(path, "XML/HTML markup, not a two-column text pattern (XML instrument files such as "
+                                 ".xrdml are read when named with their own suffix)")
     rows: list[tuple[float, float]] = []
     header: list[str] = []
     styles: dict[str, int] = {}  # "decimal_comma" / "comma_columns" -> first data line using it
     for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip().lstrip("\ufeff")
+        line = raw.strip()
         if not line:
             continue
         if line.upper().startswith("##END"):
@@ -195,6 +203,9 @@ def read_text_pattern(path: str | Path) -> MeasuredPattern:
             header.append(line)
             continue
         fields, style = _split_fields(line)
+        if len(fields) > MAX_COLUMNS and all(_NUMBER.match(f) for f in fields[: MAX_COLUMNS + 1]):
+            raise PatternError(path, f"line {lineno}: {len(fields)} numbers on one line; expected one 2-theta, "
+                                     "intensity pair per line (were the line breaks lost?)")
         if style == "ambiguous":
             raise PatternError(path, f"line {lineno}: cannot tell decimal commas from column commas in "
                                      f"{raw.strip()[:60]!r}; use a dot as decimal separator")
@@ -206,6 +217,8 @@ def read_text_pattern(path: str | Path) -> MeasuredPattern:
                     raise PatternError(path, f"mixes decimal commas (line {styles['decimal_comma']}) with commas "
                                              f"between columns (line {styles['comma_columns']}); cannot tell "
                                              "which numbers are meant")
+            if not rows:
+                _refuse_d_spacing(path, header)
             rows.append((float(fields[0]), float(fields[1])))
             continue
         if not rows:
@@ -219,6 +232,38 @@ def read_text_pattern(path: str | Path) -> MeasuredPattern:
     data = np.asarray(rows, dtype=np.float64)
     return MeasuredPattern(two_theta=data[:, 0], intensity=data[:, 1],
                            wavelength=wavelength_from_text("\n".join(header)), source=path)
+
+
+def _decode_text(path: Path) -> str:
+    """The text of a pattern file: UTF-8 (a byte-order mark dropped), or UTF-16 with a byte-order mark;
+    compressed, archived and other binary files are refused with what they are."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PatternError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    if data.startswith(b"\x1f\x8b"):
+        raise PatternError(path, "gzip-compressed; decompress it first (gunzip)")
+    if data.startswith(b"PK\x03\x04"):
+        raise PatternError(path, "a zip archive; extract the pattern file from it first")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    if b"\x00" in data[:65536]:
+        raise PatternError(path, "binary data (NUL bytes), not a text pattern; binary instrument files are read "
+                                 f"by their own suffix ({', '.join(INSTRUMENT_SUFFIXES[:5])}, ...), UTF-16 text "
+                                 "needs a byte-order mark")
+    return data.decode("utf-8", errors="replace").lstrip("\ufeff")
+
+
+def _refuse_d_spacing(path: Path, header: list[str]) -> None:
+    """A PatternError when the column header just before the data names d-spacings as the first column."""
+    if not header:
+        return
+    names = [f for f in _SPLIT.split(header[-1].lstrip("#!;%'* ")) if f]
+    if not 2 <= len(names) <= MAX_COLUMNS or any(_NUMBER.match(f) for f in names):
+        return  # not a line of column names
+    if _D_SPACING.match(names[0]):
+        raise PatternError(path, f"the first column is d-spacing (header {header[-1][:60]!r}), not 2-theta; "
+                                 "convert it (2-theta = 2 asin(wavelength / 2d)) or write 2-theta, intensity")
 
 
 def _split_fields(line: str) -> tuple[list[str], str]:
@@ -292,6 +337,9 @@ def check_pattern(pattern: MeasuredPattern) -> MeasuredPattern:
             i = int(np.argmax(huge))
             raise PatternError(src, f"{int(huge.sum())} {name} value(s) beyond the sane range +-{MAX_ABS_VALUE:g}, "
                                     f"first at point {i + 1} ({arr[i]:g})")
+    if not (y > 0).any():
+        raise PatternError(src, f"no positive intensity: all {y.size} values are <= 0 (intensities must be counts "
+                                "or a positive scale)")
     dx = np.diff(x)
     if (dx < 0).all():
         x, y = x[::-1].copy(), y[::-1].copy()

@@ -199,9 +199,9 @@ def load_heldout(run_config: dict, limit: Optional[int] = None, seed: Optional[i
     records = [prepared.database[i] for i in ids]
 
     def simulate(simulation_cfg):
-        from simulator import PatternSimulator
+        from simulator import make_representation
 
-        got, _, patterns, ok = heldout_patterns(prepared, cfg, PatternSimulator(simulation_cfg or None))
+        got, _, patterns, ok = heldout_patterns(prepared, cfg, make_representation(simulation_cfg or None))
         if got != ids:
             raise RuntimeError("held-out crystals differ between the listing and the simulation")
         x = np.asarray(patterns, np.float32)
@@ -218,8 +218,8 @@ def load_heldout(run_config: dict, limit: Optional[int] = None, seed: Optional[i
 
 
 def _simulated_predictions(predictor: Predictor, data: LabelledSet, seed: int) -> list[PatternPrediction]:
-    """Simulate every structure with each member's simulator and predict."""
-    from simulator import PatternSimulator
+    """Simulate every structure with each member's representation (2-theta, 1/d or G(r)) and predict."""
+    from simulator import make_representation
 
     n = len(data)
     inputs: dict[str, np.ndarray] = {}
@@ -236,12 +236,12 @@ def _simulated_predictions(predictor: Predictor, data: LabelledSet, seed: int) -
                 errors[i] = f"{data.ids[i]}: simulation failed"
             inputs[key] = x
             continue
-        sim = PatternSimulator(m.simulation or None)
+        sim = make_representation(m.simulation or None)
         rng = np.random.default_rng(seed)
         x = np.zeros((n, len(sim.grid)), np.float32)
         for i in np.flatnonzero(ok):
             try:
-                x[i] = sim.pattern(data.structures[i], rng)
+                x[i] = sim.patterns([data.structures[i]], rng)[0]  # = PatternSimulator.pattern for 2-theta
             except Exception as exc:  # a structure the simulator cannot handle is reported, not fatal
                 ok[i] = False
                 errors[i] = f"{data.ids[i]}: simulation failed ({exc})"

@@ -162,15 +162,20 @@ def print_report(result: FitResult, console=None) -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Reject impossible values of the trainer, optimizer, cluster and evaluation groups with a
+    """Reject impossible values of the trainer, optimizer, cluster, simulation and evaluation groups with a
     ``ValueError`` naming the key, before any data is built or Ray is started."""
     from cluster.config import ClusterConfig, to_dataclass
     from evaluation.config import EvaluationConfig
     from trainer.config import OptimizerConfig
 
+    from cluster.producer import check_payload
+    from simulator.representation import make_representation
+
     typed(TrainerConfig, cfg.trainer).validate()
     typed(OptimizerConfig, cfg.optimizer).validate()
-    to_dataclass(ClusterConfig, cfg.cluster).validate()
+    cluster_cfg = to_dataclass(ClusterConfig, cfg.cluster).validate()
+    if cfg.get("simulation") is not None:  # the representation (kind) and its config, and a payload that can carry it
+        check_payload(cluster_cfg.payload, make_representation(cfg.simulation))
     if cfg.get("evaluation") is not None:
         to_dataclass(EvaluationConfig, cfg.evaluation).validate()
 

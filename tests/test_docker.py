@@ -120,7 +120,7 @@ def test_the_runtime_image_has_no_build_tools_git_or_tests(dockerfile):
         text = " ".join(a for s in chain for k, a in s.instructions if k in ("RUN", "COPY", "ADD"))
         for banned in ("build-essential", "gcc", " git", "-dev", "tests", "benchmarks"):
             assert banned not in text, f"{variant} runtime image: {banned.strip()!r} in {text!r}"
-        assert not [c for s in chain for c in s.args("COPY") if c.split()[0] in ("generator", "trainer", ".")]
+        assert not [c for s in chain for c in s.args("COPY") if c.split()[0] in ("generator", "evaluation", "trainer", "inference", ".")]
     assert "--from=build /opt/venv /opt/venv" in runtime.args("COPY")
     build = " ".join(by_name["build"].args("RUN"))
     assert "build-essential" in build and "git" in build  # they live in the build stage

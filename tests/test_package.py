@@ -19,7 +19,7 @@ def test_package_data_ships_the_bundled_model_files():
     globs = data["inference.pretrained"]
     for name in ("tiny/model.safetensors", "tiny/meta.json", "tiny/calibration.json", "tiny/MODEL_CARD.md"):
         assert any(Path(name).match(g) for g in globs), name
-    assert (ROOT / "trainer" / "pretrained" / "__init__.py").exists()
+    assert (ROOT / "inference" / "pretrained" / "__init__.py").exists()
 
 
 def test_empty_bundle_and_the_no_model_error(tmp_path, monkeypatch, capsys):

@@ -125,7 +125,7 @@ def run(cfg, statistics=None) -> dict:
     if statistics is None:
         statistics = Statistics.load(cfg.statistics_path) if cfg.statistics_path else default_statistics()
     gen = OmegaConf.merge(OmegaConf.structured(GeneratorConfig), cfg.generator)
-    sampler = CrystalSampler.from_config(statistics, gen)
+    sampler = CrystalSampler.from_config(statistics, gen, seed=int(cfg.get("seed", 0)))
     crystals = [sampler.sample() for _ in track(range(int(cfg.n)), description="sampling")]
     real = real_descriptors(statistics)
     synthetic = crystal_descriptors(crystals)

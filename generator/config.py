@@ -57,6 +57,8 @@ class SplitConfig:
     kind: str = "structure_type"  # "structure_type" or "random"
     statistics_fraction: float = 0.7
     seed: int = 1234
+    # The one filter of kept crystals: applied to the real ones here, recorded in the statistics'
+    # provenance and applied from there to the synthetic ones (generator.sampler.split_filter).
     max_volume: float = 7000.0  # conventional cell volume, A^3 (kept when <=)
     max_asym_atoms: int = 100  # kept when the asymmetric unit has fewer atoms than this
 

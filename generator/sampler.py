@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from generator.config import SplitConfig
 from generator.crystal import SyntheticCrystal
 from generator.elements import mean_radii
 from generator.kde_sampling import DensityFactorSampler, LatticeParameterSampler, lattice_matrix
@@ -29,27 +30,37 @@ from generator.wyckoff import WyckoffTable, wyckoff_table
 class GeneratorConfig:
     """Settings of :class:`CrystalSampler` (``conf/generator/*.yaml``).
 
+    The limits of kept crystals (cell volume, atoms in the asymmetric unit) are not set here: they are
+    the ``conf/split`` filter of the real crystals the statistics were extracted from, read from the
+    statistics (:func:`split_filter`), so synthetic and real crystals pass the same filter. Nor is the
+    seed: every caller seeds its sampler from its own seed tree (``cluster.seed`` for the stream,
+    ``evaluation.seed`` for the synthetic test set, the ``seed`` of ``conf/compare.yaml``).
+
     Attributes:
         spacegroup_prior: "database" (statistics frequencies) or "uniform" over the classified groups.
-        seed: root seed; workers pass spawned ``SeedSequence`` children instead.
         retries_same_n_unique: failed attempts with one number of unique elements before drawing a new one.
         max_restarts: new numbers of unique elements before giving up on a space group (error).
         per_element_wyckoffs: draw Wyckoff positions from each element's own occupation probabilities.
         per_element_repetitions: draw repetition counts from each element's own distribution.
-        max_volume: largest kept conventional cell volume, A^3.
-        max_asym_atoms: kept crystals have fewer atoms than this in the asymmetric unit.
         max_kde_redraws: redraws of an invalid lattice or a non-positive density factor before giving up.
     """
 
     spacegroup_prior: str = "database"
-    seed: int = 0
     retries_same_n_unique: int = 20
     max_restarts: int = 50
     per_element_wyckoffs: bool = False
     per_element_repetitions: bool = False
-    max_volume: float = 7000.0
-    max_asym_atoms: int = 100
     max_kde_redraws: int = 1000
+
+
+def split_filter(statistics: Statistics) -> tuple[float, int]:
+    """(max_volume A^3, max_asym_atoms) of the split the statistics come from (their provenance).
+
+    Statistics without that provenance (built by hand) get the defaults of ``conf/split``.
+    """
+    provenance = getattr(statistics, "provenance", None) or {}
+    return (float(provenance.get("max_volume", SplitConfig.max_volume)),
+            int(provenance.get("max_asym_atoms", SplitConfig.max_asym_atoms)))
 
 
 class GenerationError(RuntimeError):
@@ -113,7 +124,8 @@ class CrystalSampler:
         seed: int, ``SeedSequence`` or ``Generator``; the same seed gives the same crystals.
         spacegroup_prior: "database" or "uniform".
         symmetry: the project's spglib tolerance policy, used to check every crystal.
-        max_volume, max_asym_atoms: limits of kept crystals (A^3; atoms in the asymmetric unit, exclusive).
+        max_volume, max_asym_atoms: limits of kept crystals (A^3; atoms in the asymmetric unit, exclusive);
+            None: the split filter the statistics were extracted with (:func:`split_filter`).
         retries_same_n_unique, max_restarts, per_element_wyckoffs, per_element_repetitions,
         max_kde_redraws: see :class:`GeneratorConfig`.
 
@@ -127,8 +139,8 @@ class CrystalSampler:
         seed=0,
         spacegroup_prior: str = "database",
         symmetry: SymmetryTolerance | None = None,
-        max_volume: float = 7000.0,
-        max_asym_atoms: int = 100,
+        max_volume: float | None = None,
+        max_asym_atoms: int | None = None,
         retries_same_n_unique: int = 20,
         max_restarts: int = 50,
         per_element_wyckoffs: bool = False,
@@ -138,8 +150,9 @@ class CrystalSampler:
         self.statistics = statistics
         self.rng = np.random.default_rng(seed)
         self.symmetry = symmetry or SymmetryTolerance()
-        self.max_volume = float(max_volume)
-        self.max_asym_atoms = int(max_asym_atoms)
+        split_volume, split_asym = split_filter(statistics)
+        self.max_volume = float(split_volume if max_volume is None else max_volume)
+        self.max_asym_atoms = int(split_asym if max_asym_atoms is None else max_asym_atoms)
         self.retries_same_n_unique = max(1, int(retries_same_n_unique))
         self.max_restarts = max(1, int(max_restarts))
         self.per_element_wyckoffs = bool(per_element_wyckoffs)
@@ -182,15 +195,13 @@ class CrystalSampler:
             self._plans[n] = self._plan(statistics.per_space_group[n], lattice_samplers[system])
 
     @classmethod
-    def from_config(cls, statistics: Statistics, cfg, symmetry: SymmetryTolerance | None = None, seed=None):
-        """A sampler from a :class:`GeneratorConfig` (or the Hydra node of ``conf/generator``); ``seed`` overrides ``cfg.seed``."""
+    def from_config(cls, statistics: Statistics, cfg, symmetry: SymmetryTolerance | None = None, seed=0):
+        """A sampler from a :class:`GeneratorConfig` (or the Hydra node of ``conf/generator``), seeded with ``seed``."""
         return cls(
             statistics,
-            seed=cfg.seed if seed is None else seed,
+            seed=seed,
             spacegroup_prior=cfg.spacegroup_prior,
             symmetry=symmetry,
-            max_volume=cfg.max_volume,
-            max_asym_atoms=cfg.max_asym_atoms,
             retries_same_n_unique=cfg.retries_same_n_unique,
             max_restarts=cfg.max_restarts,
             per_element_wyckoffs=cfg.per_element_wyckoffs,

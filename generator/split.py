@@ -101,8 +101,10 @@ def _check_fraction(fraction: float) -> None:
         raise ValueError(f"statistics_fraction must be in (0, 1), got {fraction}")
 
 
-def structure_type_split(database, statistics_fraction: float = 0.7, seed: int = 1234,
-                         max_volume: float = 7000.0, max_asym_atoms: int = 100) -> Split:
+def structure_type_split(database, statistics_fraction: float = SplitConfig.statistics_fraction,
+                         seed: int = SplitConfig.seed,
+                         max_volume: float = SplitConfig.max_volume,
+                         max_asym_atoms: int = SplitConfig.max_asym_atoms) -> Split:
     """Assign a seeded ``statistics_fraction`` of the structure types (with all their crystals) to the statistics side.
 
     Raises:
@@ -126,8 +128,9 @@ def structure_type_split(database, statistics_fraction: float = 0.7, seed: int =
                  statistics_ids=stat_ids, test_ids=test_ids, filtered=filtered)
 
 
-def random_split(database, statistics_fraction: float = 0.7, seed: int = 1234,
-                 max_volume: float = 7000.0, max_asym_atoms: int = 100) -> Split:
+def random_split(database, statistics_fraction: float = SplitConfig.statistics_fraction, seed: int = SplitConfig.seed,
+                 max_volume: float = SplitConfig.max_volume,
+                 max_asym_atoms: int = SplitConfig.max_asym_atoms) -> Split:
     """Assign a seeded ``statistics_fraction`` of the crystals to the statistics side, ignoring structure types."""
     _check_fraction(statistics_fraction)
     kept, filtered = _filter(database, max_volume, max_asym_atoms)

@@ -38,8 +38,8 @@ def test_compare_scores_shifted_descriptor_worse():
 
 
 def test_run_writes_png_and_json(tmp_path):
-    cfg = OmegaConf.create({"n": 60, "bins": 20, "statistics_path": None, "output_dir": str(tmp_path),
-                            "generator": {"seed": 3}})
+    cfg = OmegaConf.create({"n": 60, "bins": 20, "statistics_path": None, "output_dir": str(tmp_path), "seed": 3,
+                            "generator": {}})
     scores = run(cfg, statistics=toy_statistics())
     report = json.loads((tmp_path / "fidelity.json").read_text())
     assert set(report["descriptors"]) == set(DESCRIPTORS) == set(scores)

@@ -46,7 +46,7 @@ def test_default_is_a_small_cpu_run():
     assert model.name == "parkcnn_small" and opt.lr == 1e-3 and opt.schedule == "constant"
     assert trainer.max_steps <= 500 and trainer.resume is None and trainer.num_workers == 1
     assert logger.name == "none"
-    assert cfg.cluster.seed == cfg.trainer.seed == cfg.evaluation.seed == cfg.generator.seed == cfg.seed
+    assert cfg.cluster.seed == cfg.trainer.seed == cfg.evaluation.seed == cfg.seed
     assert trainer.eval_every == cfg.evaluation.interval_steps
     assert set(cfg) >= {"database", "split", "statistics", "generator", "simulation", "model", "optimizer",
                         "evaluation", "logger", "cluster", "trainer"}
@@ -109,3 +109,26 @@ def test_unknown_keys_are_rejected():
     cfg.model.not_a_knob = 3
     with pytest.raises(Exception):
         typed(ModelConfig, cfg.model)
+
+
+def test_crystal_filter_lives_in_the_split_only():
+    """max_volume / max_asym_atoms are conf/split keys; the sampler takes them from the statistics' provenance."""
+    import copy
+
+    from toy_statistics import toy_statistics
+
+    from generator import CrystalSampler, GeneratorConfig
+
+    cfg = compose_train(["split.max_volume=450", "split.max_asym_atoms=5"])
+    for key in ("max_volume", "max_asym_atoms", "seed"):
+        assert key not in cfg.generator, f"generator.{key} would be a second copy of a knob"
+    stats = copy.deepcopy(toy_statistics())
+    stats.provenance.update(max_volume=float(cfg.split.max_volume), max_asym_atoms=int(cfg.split.max_asym_atoms))
+    sampler = CrystalSampler.from_config(stats, GeneratorConfig(), seed=3)
+    assert (sampler.max_volume, sampler.max_asym_atoms) == (450.0, 5)
+    crystals = sampler.sample_many(20)
+    assert all(c.volume <= 450.0 and c.n_asym < 5 for c in crystals)
+    # statistics without provenance (built by hand): the conf/split defaults
+    bare = CrystalSampler(toy_statistics(), seed=3)
+    default_split = OmegaConf.load(CONF / "split" / "structure_type.yaml")
+    assert (bare.max_volume, bare.max_asym_atoms) == (default_split.max_volume, default_split.max_asym_atoms)

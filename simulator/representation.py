@@ -3,14 +3,11 @@
 A representation turns crystals into fixed-length 1D model inputs and a measured powder scan into
 the same input. Three kinds, chosen by the ``kind`` key of a ``conf/simulation`` file:
 
-==============  =========================  ================================  ===========================
-kind            axis (unit)                simulator                         config (``conf/simulation``)
-==============  =========================  ================================  ===========================
-``two_theta``   ``two_theta_deg``          :class:`PatternSimulator`         default / imperfections /
-                                                                             measured (no ``kind`` key)
-``ideal``       ``inverse_d_per_angstrom`` :class:`simulator.ideal.IdealProfile`   ``ideal.yaml`` (Ozaki)
-``pdf``         ``r_angstrom``             :class:`simulator.pdf.PairDistribution` ``pdf.yaml`` (Liu)
-==============  =========================  ================================  ===========================
+- ``two_theta``: the 2-theta pattern, axis ``two_theta_deg``, :class:`PatternSimulator` (default,
+  imperfections, measured: no ``kind`` key);
+- ``ideal``: Ozaki's ideal profile, axis ``inverse_d_per_angstrom``, :class:`simulator.ideal.IdealProfile`
+  (``ideal.yaml``);
+- ``pdf``: Liu's G(r), axis ``r_angstrom``, :class:`simulator.pdf.PairDistribution` (``pdf.yaml``).
 
 Every representation has ``kind``, ``config`` (its typed dataclass), ``grid`` / ``axis`` (values and
 unit), ``shape`` = (channels, length), ``patterns(crystals, rng, impurities=None)`` -> (n, length)

@@ -11,7 +11,8 @@ from trainer.config import LoggerConfig, ModelConfig, OptimizerConfig, TrainerCo
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-CPU_BUDGET = {"tiong_msdn", "measured_convnet"}  # experiments sized for CPUs (documented in each file)
+CPU_BUDGET = {"tiong_msdn", "measured_convnet",  # experiments sized for CPUs (documented in each file)
+              "ozaki_ideal", "liu_pdf", "vecsei_dense"}
 
 
 def compose_train(overrides=()):
@@ -24,13 +25,13 @@ def validate(cfg):
     from cluster.config import ClusterConfig, to_dataclass
     from evaluation.config import EvaluationConfig
     from generator import GeneratorConfig
-    from simulator import SimulationConfig
+    from simulator import make_representation
 
     OmegaConf.resolve(cfg)
     to_dataclass(ClusterConfig, cfg.cluster)
     to_dataclass(EvaluationConfig, cfg.evaluation)
     to_dataclass(GeneratorConfig, cfg.generator)
-    SimulationConfig.from_any(cfg.simulation)
+    make_representation(cfg.simulation)  # any kind: 2-theta, ideal 1/d or G(r)
     return (typed(ModelConfig, cfg.model), typed(OptimizerConfig, cfg.optimizer),
             typed(TrainerConfig, cfg.trainer), typed(LoggerConfig, cfg.logger))
 

@@ -6,8 +6,9 @@ A file from a diffractometer goes through
    if the file states one, source path); two-column text (.xy, .xye, .csv, .txt, .dat, with
    comment and header lines), RRUFF's downloadable powder files, and instrument formats
    (.xrdml, .raw, .brml, .ras, .uxd, ...) through the optional ``geddes`` reader;
-2. :func:`check_pattern`: empty files, NaNs, values beyond +-1e15, non-monotonic angles are refused with a
-   :class:`PatternError` naming the file and the problem;
+2. :func:`check_pattern`: empty files, NaNs, values beyond +-1e15, no positive intensity, non-monotonic
+   angles are refused with a :class:`PatternError` naming the file and the problem (as are binary,
+   compressed and markup files, and d-spacing columns, while reading);
 3. :func:`prepare_pattern`: optional baseline removal, conversion of the angles through the
    d-spacing to the model's axis (2-theta at the model's wavelength, or 1/d), the
    Lorentz-polarisation ratio between the two, interpolation onto the model's grid, masking of

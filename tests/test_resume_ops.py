@@ -1,20 +1,18 @@
-"""Operations around a killed and resumed run: the resume writes into the checkpoint's run folder,
-each step appears once in the metric files, torn last lines and partial checkpoints left by a
-kill are cleaned up, and the command line puts Hydra's files of a resume into the same folder."""
+"""Operations around a resumed run: the resume writes into the checkpoint's run folder, each step
+appears once in the metric files, and the command line puts Hydra's files of a resume into the same
+folder (torn files and partial checkpoints left by a kill: tests/test_faults_runs.py)."""
 from __future__ import annotations
 
 import csv
-import json
-import logging
 
 import pytest
 from omegaconf import OmegaConf
 
 from trainer.__main__ import resume_overrides
-from trainer.checkpoint import remove_partial_checkpoints, run_folder
+from trainer.checkpoint import run_folder
 from trainer.hooks import ModelFactory
 from trainer.loop import RunSpec, fit
-from trainer.metrics_log import MetricsLog, read_records, truncate_metrics
+from trainer.metrics_log import read_records
 from trainer.run import _output_dir, prepare_output_dir
 
 from trainer_doubles import ToySource, local_evaluator, single_thread
@@ -96,56 +94,3 @@ def test_the_command_line_puts_hydra_files_of_a_resume_into_the_run_folder(tmp_p
     spaced = tmp_path / "a run"
     fit(spec(spaced, max_steps=3), ToySource(length=LENGTH, seed=0))
     assert resume_overrides([f"trainer.resume={spaced}"])[0] == f"hydra.run.dir='{spaced}'"
-
-
-def test_a_torn_last_line_is_dropped_with_a_warning(tmp_path, caplog):
-    jsonl = tmp_path / "metrics.jsonl"
-    good = [{"kind": "train", "step": s, "loss": 1.0 / s} for s in (1, 2, 3)]
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in good) + '{"kind": "train", "step": 4, "lo')
-    with caplog.at_level(logging.WARNING, logger="trainer.metrics_log"):
-        assert read_records(jsonl) == good
-    assert "torn last line" in caplog.text
-
-    # a resume truncates without a JSONDecodeError, and later appends start on a fresh line
-    truncate_metrics(tmp_path, 2)
-    assert read_records(jsonl) == good[:2]
-    jsonl.write_text(jsonl.read_text() + '{"kind": "train", "st')
-    log = MetricsLog(tmp_path, {"name": "none"})
-    log.log("train", 3, {"loss": 0.5})
-    assert [r["step"] for r in read_records(jsonl)] == [1, 2, 3]
-    assert jsonl.read_text().endswith("\n")
-
-
-def test_a_torn_csv_row_is_dropped_on_resume(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text("".join(
-        json.dumps({"kind": "train", "step": s, "loss": 0.1}) + "\n" for s in (1, 2, 3)))
-    (tmp_path / "train.csv").write_text("step,loss\n1,0.1\n2,0.1\n3,0.1\n4,0.")
-    truncate_metrics(tmp_path, 3)
-    assert csv_steps(tmp_path / "train.csv") == [1, 2, 3]
-    (tmp_path / "other.csv").write_text("step,x\n9,1\n")  # not a metrics kind: left alone
-    truncate_metrics(tmp_path, 1)
-    assert csv_steps(tmp_path / "train.csv") == [1] and csv_steps(tmp_path / "other.csv") == [9]
-
-
-def test_corruption_before_the_last_line_names_file_and_line(tmp_path):
-    jsonl = tmp_path / "metrics.jsonl"
-    jsonl.write_text('{"kind": "train", "step": 1}\nnot json\n{"kind": "train", "step": 3}\n')
-    with pytest.raises(ValueError, match=r"metrics\.jsonl:2"):
-        read_records(jsonl)
-
-
-def test_partial_checkpoints_are_removed_at_start(tmp_path, caplog):
-    run = tmp_path / "run"
-    fit(spec(run, max_steps=3), ToySource(length=LENGTH, seed=0))
-    ckpts = run / "checkpoints"
-    torn = ckpts / ".step_0000006.1a2b3c4d.tmp"
-    old = ckpts / ".step_0000003.5e6f7a8b.old"
-    for d in (torn, old):
-        d.mkdir()
-        (d / "model.safetensors").write_bytes(b"partial")
-    with caplog.at_level(logging.INFO, logger="trainer.checkpoint"):
-        prepare_output_dir(run)
-    assert not torn.exists() and not old.exists()
-    assert (ckpts / "step_0000003" / "meta.json").exists() and (ckpts / "latest.json").exists()
-    assert "removed partial checkpoint" in caplog.text and torn.name in caplog.text
-    assert remove_partial_checkpoints(tmp_path / "absent") == []

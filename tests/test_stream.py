@@ -65,7 +65,7 @@ def test_synthetic_producer_labels_and_crystallite_pairs():
     from toy_statistics import toy_statistics
 
     stats = toy_statistics()
-    f = SyntheticProducerFactory(stats, {"seed": 0}, None, batch_size=8, dtype="float32", patterns_per_crystal=2)
+    f = SyntheticProducerFactory(stats, {}, None, batch_size=8, dtype="float32", patterns_per_crystal=2)
     stream = LocalStream(f, seed=1)
     b = stream.get()
     assert b.patterns.shape == (8, 8501) and b.patterns.dtype == np.float32
@@ -225,7 +225,7 @@ def _toy_factory(payload: str, **kw):
     from toy_statistics import toy_statistics
 
     stats = toy_statistics()
-    return stats, SyntheticProducerFactory(stats, {"seed": 0}, None, batch_size=4, dtype="float32", payload=payload, **kw)
+    return stats, SyntheticProducerFactory(stats, {}, None, batch_size=4, dtype="float32", payload=payload, **kw)
 
 
 @pytest.mark.slow

@@ -308,6 +308,7 @@ def _no_lattice_kde_message(cs: str, names, n: int, too_few: bool, groups: list[
                             scipy_message: str) -> str:
     """Why crystal system ``cs`` has no lattice KDE although space groups ``groups`` of it are classified."""
     d = len(names)
+    scipy_says = scipy_message.strip().splitlines()[0][:80] if scipy_message.strip() else "singular covariance"
     why = (f"too few for its lattice KDE over ({', '.join(names)})" if too_few else
            f"too alike for its lattice KDE over ({', '.join(names)}): their unit-volume lattices span fewer "
            f"than {d} dimensions")
@@ -315,7 +316,7 @@ def _no_lattice_kde_message(cs: str, names, n: int, too_few: bool, groups: list[
             f"differing lattices), but space group(s) {groups} of it are classified and the sampler needs its "
             f"lattice KDE. Add {cs} structures (CIFs) to the database, or set statistics.min_crystals_per_class "
             f"above {max(counts.get(g, 0) for g in groups)} so that these groups are not classified "
-            f"(scipy: {scipy_message.strip().splitlines()[0][:80] if scipy_message.strip() else 'singular covariance'})")
+            f"(scipy: {scipy_says})")
 
 
 def _density_kde(records: list) -> DensityKDE:

@@ -107,14 +107,28 @@ class DensityFactorSampler:
         if hi <= lo:
             # Far outside the data: the nearest V_i dominate; weigh all kernels in log space.
             lo, hi = 0, len(self.v)
-        z = (self.v[lo:hi] - v_atomic) / self.h_v
-        logw = -0.5 * z * z
-        w = np.exp(logw - logw.max())
-        return slice(lo, hi), w / w.sum()
+        return slice(lo, hi), self._weights(lo, hi, v_atomic)
+
+    def _weights(self, lo: int, hi: int, v_atomic: float) -> np.ndarray:
+        """(hi - lo,) normalised kernel weights; the window holds ~20k kernels, so every pass counts:
+        the arithmetic runs in place, and the largest log weight (that of the V_i nearest ``v_atomic``,
+        the same expression element-wise) is read off the sorted data instead of a max over the window."""
+        w = np.subtract(self.v[lo:hi], v_atomic)
+        w /= self.h_v
+        near = min(max(int(np.searchsorted(self.v, v_atomic)) - lo, 1), hi - lo - 1) if hi - lo > 1 else 0
+        z_near = w[max(near - 1, 0):near + 1]
+        top = np.max(-0.5 * z_near * z_near)
+        np.multiply(w, w, out=w)
+        w *= -0.5
+        w -= top
+        np.exp(w, out=w)
+        w /= w.sum()
+        return w
 
     def draw(self, v_atomic: float, rng: np.random.Generator) -> float:
         """One density factor (may be <= 0 in the Gaussian tail; the caller redraws)."""
         window, w = self.kernel_weights(v_atomic)
-        i = window.start + int(np.searchsorted(np.cumsum(w), rng.random() * (1.0 - 1e-12), "right"))
+        np.cumsum(w, out=w)
+        i = window.start + int(np.searchsorted(w, rng.random() * (1.0 - 1e-12), "right"))
         i = min(i, window.stop - 1)
         return float(self.f[i] + self.h_f * rng.standard_normal())

@@ -12,8 +12,10 @@ small numpy operations plus one spglib call.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -87,8 +89,14 @@ def _discrete(dist: dict, what: str) -> tuple[np.ndarray, np.ndarray]:
     return values, cdf / cdf[-1]
 
 
-def _draw(values: np.ndarray, cdf: np.ndarray, rng: np.random.Generator) -> int:
-    return int(values[min(int(np.searchsorted(cdf, rng.random(), "right")), len(cdf) - 1)])
+def _draw(values: list[int], cdf: list[float], rng: np.random.Generator) -> int:
+    """A value drawn by inverse CDF; plain lists and ``bisect_right`` (= ``np.searchsorted(..., "right")``)
+    because these tables have a handful of entries and numpy's per-call overhead dominated."""
+    return values[min(bisect_right(cdf, rng.random()), len(cdf) - 1)]
+
+
+def _as_lists(dist: tuple[np.ndarray, np.ndarray]) -> tuple[list[int], list[float]]:
+    return [int(v) for v in dist[0]], [float(c) for c in dist[1]]
 
 
 @dataclass
@@ -98,14 +106,15 @@ class _GroupPlan:
     number: int
     table: WyckoffTable
     lattice: LatticeParameterSampler
-    n_unique: tuple[np.ndarray, np.ndarray]
+    n_unique: tuple[list[int], list[float]]
     elements: np.ndarray                      # (e,) atomic numbers with P > 0
     element_logp: np.ndarray                  # (e,) log P, for Gumbel top-k draws without replacement
-    repetitions: tuple[np.ndarray, np.ndarray]
-    repetitions_per_element: dict[int, tuple[np.ndarray, np.ndarray]]
-    wyckoff_p: np.ndarray                     # (k,) occupation probability per table position
-    wyckoff_p_per_element: dict[int, np.ndarray]
+    repetitions: tuple[list[int], list[float]]
+    repetitions_per_element: dict[int, tuple[list[int], list[float]]]
+    wyckoff_p: list[float]                    # (k,) occupation probability per table position
+    wyckoff_p_per_element: dict[int, list[float]]
     fixed: np.ndarray                         # (k,) bool, position without degrees of freedom
+    fixed_list: list[bool]                    # the same as a list (read once per placed atom)
     cubic: bool                               # cubic cell: its shape has no free parameter
     from_primitive: np.ndarray                # (3, 3) inverse of the table's primitive basis
 
@@ -175,7 +184,7 @@ class CrystalSampler:
         else:
             raise ValueError(f"spacegroup_prior must be 'database' or 'uniform', got {spacegroup_prior!r}")
         self.prior = prior / prior.sum()
-        self._prior_cdf = np.cumsum(self.prior)
+        self._prior_cdf = [float(c) for c in np.cumsum(self.prior)]
 
         # Volume of one atom (4/3 pi r^3, A^3) by atomic number: V_atomic as in generator.elements.
         radii = mean_radii()
@@ -251,14 +260,15 @@ class CrystalSampler:
             number=n,
             table=table,
             lattice=lattice,
-            n_unique=n_unique,
+            n_unique=_as_lists(n_unique),
             elements=np.asarray(elements, np.int64),
             element_logp=np.log(np.asarray(probs) / np.sum(probs)),
-            repetitions=repetitions,
-            repetitions_per_element=per_el_r,
-            wyckoff_p=wyckoff_probs(sg.wyckoff_occupation, what),
-            wyckoff_p_per_element=per_el_w,
+            repetitions=_as_lists(repetitions),
+            repetitions_per_element={z: _as_lists(d) for z, d in per_el_r.items()},
+            wyckoff_p=wyckoff_probs(sg.wyckoff_occupation, what).tolist(),
+            wyckoff_p_per_element={z: p.tolist() for z, p in per_el_w.items()},
             fixed=table.dof == 0,
+            fixed_list=(table.dof == 0).tolist(),
             cubic=crystal_system(n) == "cubic",
             from_primitive=np.linalg.inv(table.to_primitive),
         )
@@ -276,7 +286,7 @@ class CrystalSampler:
 
     def draw_space_group(self) -> int:
         """A space-group number drawn from the prior (database frequencies or uniform)."""
-        i = min(int(np.searchsorted(self._prior_cdf, self.rng.random(), "right")), len(self.space_groups) - 1)
+        i = min(bisect_right(self._prior_cdf, self.rng.random()), len(self.space_groups) - 1)
         return self.space_groups[i]
 
     def sample_many(self, n: int) -> list[SyntheticCrystal]:
@@ -319,21 +329,25 @@ class CrystalSampler:
         keys = plan.element_logp - np.log(-np.log(rng.random(len(plan.elements))))
         chosen = plan.elements[np.argsort(-keys)[:k]]
 
-        taken = np.zeros(len(table.names), bool)   # fixed positions already holding an atom
+        # Fixed positions already holding an atom. The Wyckoff CDF is a sequential sum over a few dozen
+        # positions (as np.cumsum adds), recomputed only when a fixed position is taken.
+        fixed = plan.fixed_list
+        taken: set[int] = set()
         sites: list[int] = []
         site_z: list[int] = []
-        for z in chosen:
-            z = int(z)
+        for z in chosen.tolist():
             reps = plan.repetitions_per_element.get(z, plan.repetitions) if self.per_element_repetitions else plan.repetitions
             p = plan.wyckoff_p_per_element.get(z, plan.wyckoff_p) if self.per_element_wyckoffs else plan.wyckoff_p
+            cdf = None
             for _ in range(_draw(*reps, rng)):
-                q = np.where(taken, 0.0, p)
-                cdf = np.cumsum(q)
+                if cdf is None:
+                    cdf = list(accumulate(0.0 if i in taken else q for i, q in enumerate(p))) if taken else list(accumulate(p))
                 if cdf[-1] <= 0.0:
                     return None, REJECT_WYCKOFF
-                w = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], "right")), len(cdf) - 1)
-                if plan.fixed[w]:
-                    taken[w] = True
+                w = min(bisect_right(cdf, rng.random() * cdf[-1]), len(cdf) - 1)
+                if fixed[w]:
+                    taken.add(w)
+                    cdf = None
                 sites.append(w)
                 site_z.append(z)
             if len(sites) >= self.max_asym_atoms:

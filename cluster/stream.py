@@ -6,6 +6,9 @@
 replaced by a fresh one with a new seed from the same tree, and ``get`` raises ``TimeoutError``
 with a diagnosis instead of hanging.
 
+Transport: a consumer with ``prefetch`` > 0 keeps ``prefetch`` queue gets in flight, so the
+latency of one call to the queue actor overlaps the others' instead of adding up per batch.
+
 ``LocalStream``: the same producer code in the calling process (slot 0, incarnation 0: its
 batches equal those of actor 0 of a one-actor ``RayStream`` with the same seed).
 
@@ -226,11 +229,17 @@ class QueueConsumer:
         QueueConsumer.__init__(self, state["queue"], state["poll_s"], state.get("prefetch", 2))
 
     def _pull(self) -> None:
+        import ray
         from ray.util.queue import Empty
 
+        # Several gets in flight (the queue actor serves them concurrently): one round trip's latency
+        # overlaps the others' instead of adding up, which bounded the queue at ~100 gets/s.
+        in_flight: deque = deque()
         while not self._stop_pull.is_set():
             try:
-                batch = self.queue.get(block=True, timeout=self.poll_s)
+                while len(in_flight) < max(1, self.prefetch):
+                    in_flight.append(self.queue.actor.get.remote(self.poll_s))
+                batch = ray.get(in_flight.popleft())
             except Empty:
                 continue
             except BaseException as exc:  # the queue actor is gone, Ray shut down, ...

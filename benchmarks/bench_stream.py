@@ -78,7 +78,7 @@ def bench_ray(factory, n_actors: int, seconds: float, queue_size: int, timeout: 
 
 
 def bench_local(factory, seconds: float) -> dict:
-    from cluster.stream import LocalStream
+    from cluster.sources import LocalStream
 
     out = _consume(LocalStream(factory, seed=0), seconds, 1e9)
     out.update(actors=0, note="in-process, one core, no Ray")
@@ -111,7 +111,7 @@ def bench_payloads(stats, simulation_cfg, batch_size: int, seconds: float, queue
     import torch
 
     from cluster.producer import SyntheticProducerFactory
-    from cluster.stream import LocalStream
+    from cluster.sources import LocalStream
     from cluster.torch_render import TorchRenderer
 
     out = {}

@@ -1,7 +1,7 @@
 """Producers: the code that turns a seed into an endless series of batches.
 
 The same producer runs inside a Ray generation actor (:class:`cluster.stream.RayStream`) and in
-the trainer's own process (:class:`cluster.stream.LocalStream`). A producer is built by a
+the trainer's own process (:class:`cluster.sources.LocalStream`). A producer is built by a
 picklable *factory* called with a ``numpy.random.SeedSequence``, so each actor is seeded
 independently from one root seed (see :func:`seed_for`).
 """

@@ -46,7 +46,7 @@ MOTT_BETHE = 41.78214  # A^-1: f_x = Z - MOTT_BETHE s^2 f_e
 class ZoneAxisConfig:
     """Zone-axis images (conf/representation/zone_axis.yaml).
 
-    kind: "zone_axis", the switch that makes ``cluster.stream.make_source`` build the image producer.
+    kind: "zone_axis", the switch that makes ``cluster.sources.make_source`` build the image producer.
     image_size: [H, W] pixels. g_max: largest |g| drawn, 1/A (d >= 1 / g_max). margin_px: pixels
     between the g_max circle and the image edge. radiation: "electron" or "xray" scattering factors.
     debye_waller_b: isotropic B of every atom, A^2 (0: none). min_intensity: spots weaker than this

@@ -90,7 +90,7 @@ def test_more_actors_than_ray_cpus_is_an_error(monkeypatch):
 def test_ray_stream_with_too_many_actors_fails_at_once():
     import ray
 
-    from cluster.stream import make_source
+    from cluster.sources import make_source
 
     if ray.is_initialized():
         pytest.skip("Ray already running in this process")

@@ -232,7 +232,7 @@ def test_unknown_test_set_and_missing_data_are_errors(prepared):
 
 
 def test_real_training_arrays_and_source(prepared, tmp_path):
-    from cluster.stream import ArraySource, make_source
+    from cluster.sources import ArraySource, make_source
 
     stats, prep = prepared
     cfg = {"source": "real", "batch_size": 4, "real": {"variants": 2}}

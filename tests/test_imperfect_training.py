@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cluster.producer import SyntheticProducerFactory
-from cluster.stream import LocalStream
+from cluster.sources import LocalStream
 from simulator.config import SimulationConfig
 from toy_statistics import toy_statistics
 from trainer.loop import RunSpec, fit

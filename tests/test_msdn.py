@@ -61,7 +61,7 @@ def test_uint8_input_scale():
 
 @pytest.mark.slow
 def test_msdn_trains_a_few_steps_on_the_zone_axis_stream(tmp_path):
-    from cluster.stream import make_source
+    from cluster.sources import make_source
     from generator.pipeline import default_statistics
     from trainer.loop import RunSpec, fit
 

@@ -79,7 +79,7 @@ import ray
 sys.path.insert(0, TESTS)
 from toy_statistics import toy_statistics
 from cluster.config import ClusterConfig
-from cluster.stream import make_source
+from cluster.sources import make_source
 from cluster.evaluators import Evaluator
 from evaluation.testsets import TestSet
 

@@ -179,7 +179,7 @@ def test_bf16_autocast_step_on_cuda(tmp_path):
 
 def test_resume_restores_the_real_structure_source(tmp_path):
     """The baseline's shuffled epochs over fixed patterns continue where they stopped."""
-    from cluster.stream import ArraySource
+    from cluster.sources import ArraySource
 
     def source(seed):
         toy = ToySource(length=LENGTH, batch_size=40, seed=5).get(1.0)

@@ -100,7 +100,7 @@ def test_config_errors_name_the_key():
 
 
 def test_producer_batches_and_stream_switch():
-    from cluster.stream import make_source
+    from cluster.sources import make_source
     from generator.pipeline import default_statistics
 
     stats = default_statistics()

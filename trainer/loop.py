@@ -193,9 +193,9 @@ def source_state(source: Any) -> Optional[dict]:
     """A resumable snapshot of a batch source (plain containers / tensors), if it has one."""
     if hasattr(source, "state_dict"):
         return source.state_dict()
-    from cluster import stream
+    from cluster import sources
 
-    if isinstance(source, getattr(stream, "ArraySource", ())):
+    if isinstance(source, sources.ArraySource):
         return {"kind": "array", "rng": json.dumps(source.rng.bit_generator.state),
                 "order": torch.from_numpy(np.asarray(source._order, np.int64)), "epochs": int(source.epochs)}
     return None

@@ -45,7 +45,7 @@ def derived_seed(seed: int, rank: int, start_step: int) -> int:
 
 @dataclass
 class SourceBuilder:
-    """Picklable recipe of a worker's batch source (``cluster.stream.make_source``)."""
+    """Picklable recipe of a worker's batch source (``cluster.sources.make_source``)."""
 
     cluster: dict
     statistics: Any
@@ -57,7 +57,7 @@ class SourceBuilder:
     start_step: int = 0
 
     def __call__(self, rank: int = 0):
-        from cluster.stream import make_source
+        from cluster.sources import make_source
 
         cfg = dict(self.cluster)
         seed = derived_seed(cfg.get("seed", 0), rank, self.start_step)

@@ -4,7 +4,7 @@
     python -m trainer.zone_axis_run +experiment=tiong_msdn model=msdn_single representation.shaping=false
 
 Same config tree as ``python -m trainer`` (``conf/train.yaml``) plus the ``representation`` group
-(``conf/representation/zone_axis.yaml``). The batches come from ``cluster.stream.make_source`` with
+(``conf/representation/zone_axis.yaml``). The batches come from ``cluster.sources.make_source`` with
 the zone-axis representation (generation actors or in-process), the loop is ``trainer.loop.fit``
 (checkpoints, metrics.jsonl, curves as usual). The evaluator's test sets hold powder patterns, so
 instead of the evaluator actors the final weights are scored here on zone-axis images of the same
@@ -95,7 +95,7 @@ def run_zone_axis(cfg: DictConfig):
     """Data, zone-axis stream, training loop, held-out scoring; returns the ``FitResult`` with those scores."""
     import torch
 
-    from cluster.stream import make_source
+    from cluster.sources import make_source
     from generator.pipeline import prepare_data
     from simulator.zone_axis import ZoneAxisConfig, ZoneAxisSimulator
     from trainer.checkpoint import load_weights

@@ -23,8 +23,6 @@ import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from evaluation.config import EvaluationConfig, to_dataclass
 from evaluation.scoring import LocalEvaluator, score, to_numpy_state
 from evaluation.testsets import TestSet

@@ -3,7 +3,7 @@
 The same producer runs inside a Ray generation actor (:class:`cluster.stream.RayStream`) and in
 the trainer's own process (:class:`cluster.sources.LocalStream`). A producer is built by a
 picklable *factory* called with a ``numpy.random.SeedSequence``, so each actor is seeded
-independently from one root seed (see :func:`seed_for`).
+independently from one root seed (see :func:`generator.seeding.seed_for`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import numpy as np
 
 from cluster.batch import Batch
 from cluster.config import PAYLOADS, to_dataclass
-from generator.seeding import EVALUATION, GENERATION, REAL_SOURCE, seed_for  # noqa: F401 (re-exported)
 
 class Producer(Protocol):
     def next_batch(self) -> Batch:

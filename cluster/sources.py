@@ -21,7 +21,8 @@ import numpy as np
 
 from cluster.batch import Batch
 from cluster.config import ClusterConfig, to_dataclass
-from cluster.producer import GENERATION, PAYLOADS, REAL_SOURCE, ProducerFactory, SyntheticProducerFactory, seed_for
+from cluster.producer import PAYLOADS, ProducerFactory, SyntheticProducerFactory
+from generator.seeding import GENERATION, REAL_SOURCE, seed_for
 from cluster.stream import RayStream, _WaitClock
 
 log = logging.getLogger(__name__)

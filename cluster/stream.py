@@ -26,7 +26,8 @@ import numpy as np
 from cluster.batch import Batch
 from cluster.config import ClusterConfig, to_dataclass
 from cluster.connect import init_ray
-from cluster.producer import GENERATION, ProducerFactory, seed_for
+from cluster.producer import ProducerFactory
+from generator.seeding import GENERATION, seed_for
 
 log = logging.getLogger(__name__)
 

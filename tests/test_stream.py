@@ -11,7 +11,8 @@ import pytest
 
 from cluster.batch import Batch
 from cluster.config import ClusterConfig, to_dataclass
-from cluster.producer import NoiseProducerFactory, seed_for
+from cluster.producer import NoiseProducerFactory
+from generator.seeding import seed_for
 from cluster.stream import RayStream
 from cluster.sources import ArraySource, LocalStream, make_source
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def held_out_images(prepared, statistics, simulator, max_crystals: int | None, seed: int) -> dict[str, dict]:
     """{"test_database", "test_spglib"}: images (n, 3, H, W), labels (n,), space_groups (n,) of the held-out
     crystals whose label is a classified space group (the evaluator's seeded subset of ``split.test_ids``)."""
-    from cluster.producer import EVALUATION, seed_for
+    from generator.seeding import EVALUATION, seed_for
 
     ids = sorted(map(str, prepared.split.test_ids))
     if max_crystals is not None and max_crystals < len(ids):
@@ -59,7 +59,7 @@ def held_out_images(prepared, statistics, simulator, max_crystals: int | None, s
 
 def synthetic_images(statistics, generator_cfg, simulator, size: int, seed: int) -> dict:
     """A fixed set of ``size`` fresh synthetic crystals' images (seeded like the evaluator's synthetic set)."""
-    from cluster.producer import EVALUATION, seed_for
+    from generator.seeding import EVALUATION, seed_for
     from generator import CrystalSampler, GeneratorConfig
     from generator.config import as_config
 

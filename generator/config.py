@@ -26,6 +26,33 @@ def conf_dir() -> Path:
     return Path(crystalstream_conf.__file__).resolve().parent
 
 
+def group_option(group: str, option: str, _seen: tuple = ()):
+    """``conf/<group>/<option>.yaml`` as an OmegaConf node with its own ``defaults`` list applied
+    (entries naming other options of the same group, and ``_self_``), as Hydra composes a group
+    option; for loading one option outside a Hydra run (``inference.calibrate --generator uniform``)."""
+    from omegaconf import OmegaConf
+
+    path = conf_dir() / group / f"{option}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+        raise FileNotFoundError(f"config {path} not found (options of {group}: {', '.join(known)})")
+    if option in _seen:
+        raise ValueError(f"{path}: defaults list loops through {' -> '.join(_seen + (option,))}")
+    node = OmegaConf.load(path)
+    defaults = list(node.pop("defaults", None) or [])
+    if "_self_" not in defaults:
+        defaults.append("_self_")
+    layers = []
+    for entry in defaults:
+        if entry == "_self_":
+            layers.append(node)
+        elif isinstance(entry, str):
+            layers.append(group_option(group, entry, _seen + (option,)))
+        else:
+            raise ValueError(f"{path}: defaults entry {entry!r} is not an option of the {group} group")
+    return OmegaConf.merge(*layers)
+
+
 CONF_DIR = conf_dir()
 
 

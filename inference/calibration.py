@@ -326,16 +326,13 @@ def load_statistics(which: str, run_config: dict):
 
 def generator_config(name: str):
     from generator import GeneratorConfig
-    from generator.config import as_config
-    from omegaconf import OmegaConf
+    from generator.config import as_config, group_option
 
-    path = _conf_dir() / "generator" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"generator config {path} not found")
+    node = group_option("generator", name)   # its defaults list applied (uniform.yaml builds on default)
     try:
-        return as_config(GeneratorConfig, OmegaConf.load(path))
+        return as_config(GeneratorConfig, node)
     except Exception as err:
-        raise ValueError(f"{path}: invalid generator config: {err}") from err
+        raise ValueError(f"conf/generator/{name}.yaml: invalid generator config: {err}") from err
 
 
 def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: int, seed: int = 0,

@@ -133,3 +133,23 @@ def test_crystal_filter_lives_in_the_split_only():
     bare = CrystalSampler(toy_statistics(), seed=3)
     default_split = OmegaConf.load(CONF / "split" / "structure_type.yaml")
     assert (bare.max_volume, bare.max_asym_atoms) == (default_split.max_volume, default_split.max_asym_atoms)
+
+
+def test_group_option_applies_its_defaults_list(tmp_path, monkeypatch):
+    from generator import config as gc
+    from inference.calibration import generator_config
+
+    uniform = generator_config("uniform")       # conf/generator/uniform.yaml: defaults [default, _self_]
+    default = generator_config("default")
+    assert uniform.spacegroup_prior == "uniform" and default.spacegroup_prior != "uniform"
+    assert uniform.max_restarts == default.max_restarts   # the rest comes from default.yaml
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "a.yaml").write_text("defaults: [b, _self_]\nx: 1\n")
+    (tmp_path / "g" / "b.yaml").write_text("x: 2\ny: 3\n")
+    (tmp_path / "g" / "c.yaml").write_text("defaults: [c]\n")
+    monkeypatch.setattr(gc, "conf_dir", lambda: tmp_path)
+    assert dict(gc.group_option("g", "a")) == {"x": 1, "y": 3}
+    with pytest.raises(ValueError, match="loops"):
+        gc.group_option("g", "c")
+    with pytest.raises(FileNotFoundError, match="options of g: a, b, c"):
+        gc.group_option("g", "nope")

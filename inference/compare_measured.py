@@ -4,7 +4,7 @@
         --simulation imperfections --draws 3 --out compare_measured/ [--seed 0]
 
 For every manifest row (``pattern_file`` and ``cif_file`` relative to the CSV, optional ``name``
-and ``space_group``) the measurement is read with :func:`inference.patterns.read_pattern`, its CIF
+and ``space_group``) the measurement is read with :func:`inference.readers.read_pattern`, its CIF
 with pymatgen, and ``--draws`` patterns of each ``--simulation`` (a name in ``conf/simulation/``
 or a YAML path; give it several times for a before/after comparison) are drawn for that crystal.
 The measurement and every draw go through :func:`inference.pattern_statistics.pattern_statistics`
@@ -36,7 +36,7 @@ import numpy as np
 from generator.config import CONF_DIR
 from simulator import PatternSimulator, SimulationConfig
 from inference.pattern_statistics import Sticks, pattern_statistics
-from inference.patterns import MeasuredPattern, read_pattern
+from inference.readers import MeasuredPattern, read_pattern
 
 log = logging.getLogger(__name__)
 MIN_OVERLAP_DEG = 5.0  # patterns sharing less of the 2-theta axis with the simulation are skipped

@@ -40,7 +40,7 @@ import numpy as np
 
 from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
 from inference.ensemble import coverage_accuracy, refused
-from inference.patterns import PatternError, read_pattern
+from inference.readers import PatternError, read_pattern
 from inference.predict import (InferenceConfig, PatternPrediction, Predictor, load_config, resolve_checkpoints,
                              split_config_argument)
 

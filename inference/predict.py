@@ -36,7 +36,8 @@ from omegaconf import OmegaConf
 from generator.config import conf_dir
 from inference.calibration import CalibrationConfig
 from inference.ensemble import EnsemblePrediction, align_classes, combine, refused, softmax, top_k
-from inference.patterns import InputSpec, MeasuredPattern, PatternConfig, PatternError, prepare_pattern, read_pattern
+from inference.patterns import InputSpec, PatternConfig, prepare_pattern
+from inference.readers import MeasuredPattern, PatternError, read_pattern
 
 CONF_DIR = conf_dir()  # conf/ of a checkout, or the installed crystalstream_conf package
 DEFAULT_CONFIG = CONF_DIR / "inference" / "default.yaml"

@@ -31,7 +31,7 @@ def test_bundled_model_answers_a_simulated_rock_salt_pattern(tmp_path, capsys):
 
     from simulator import PatternSimulator
     from trainer.checkpoint import load_meta
-    from inference.patterns import write_xy
+    from inference.readers import write_xy
     from inference.predict import main
 
     meta = load_meta(bundled_checkpoints()[0])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from inference.evaluate import evaluate, evaluate_predictions, load_cif_dir, load_manifest, main
-from inference.patterns import write_xy
+from inference.readers import write_xy
 from inference.predict import PatternPrediction, Predictor, load_config
 
 XRED = Path(__file__).resolve().parents[2] / "shared" / "data" / "experimental" / "xred"

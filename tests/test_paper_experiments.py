@@ -51,7 +51,7 @@ def train(name: str, out: Path):
 
 def measured_scan(folder: Path, wavelength: float) -> Path:
     """A 2-theta scan of rock salt at ``wavelength``, as a laboratory measurement would read."""
-    from inference.patterns import write_xy
+    from inference.readers import write_xy
     from simulator import PatternSimulator
     from small_crystals import SMALL_CRYSTALS, small_structure
 

@@ -6,19 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.patterns import (
-    InputSpec,
-    MeasuredPattern,
-    PatternConfig,
-    PatternError,
-    check_pattern,
-    convert_wavelength,
-    lorentz_polarisation,
-    prepare_pattern,
-    read_pattern,
-    wavelength_from_text,
-    write_xy,
-)
+from inference.patterns import InputSpec, PatternConfig, convert_wavelength, lorentz_polarisation, prepare_pattern
+from inference.readers import MeasuredPattern, PatternError, check_pattern, read_pattern, wavelength_from_text, write_xy
 
 XRED = Path(__file__).resolve().parents[2] / "shared" / "data" / "experimental" / "xred"
 CU, MO = 1.5406, 0.70930

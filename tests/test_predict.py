@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tiny_checkpoint import SIMULATION, shared_tiny_checkpoint, structures
-from inference.patterns import write_xy
+from inference.readers import write_xy
 from inference.predict import Predictor, load_config, load_member, main, space_group_symbol
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,8 @@ def test_mo_pattern_lands_where_the_cu_model_expects_its_peaks(checkpoint, predi
     x, y = _measured(nacl, wavelength=MO, lo=4.0, hi=40.0, step=0.01)
     path = write_xy(tmp_path / "nacl_mo.xy", x, y, wavelength=MO)
     member = load_member(checkpoint)
-    from inference.patterns import prepare_pattern, read_pattern
+    from inference.patterns import prepare_pattern
+    from inference.readers import read_pattern
 
     prepared = prepare_pattern(read_pattern(path), member.spec, predictor.cfg.pattern)
     assert prepared.wavelength == pytest.approx(MO)

@@ -117,7 +117,8 @@ def _on(rep, two_theta, y, wavelength):
 def test_two_theta_prepare_measured_matches_inference_preparation():
     from pathlib import Path
 
-    from inference.patterns import MeasuredPattern, PatternConfig, prepare_pattern
+    from inference.patterns import PatternConfig, prepare_pattern
+    from inference.readers import MeasuredPattern
     from inference.predict import input_spec
 
     rep = make_representation(simulation("measured"))
@@ -132,7 +133,8 @@ def test_two_theta_prepare_measured_matches_inference_preparation():
 def test_pdf_refuses_measured_scans_with_a_clear_error():
     from pathlib import Path
 
-    from inference.patterns import MeasuredPattern, PatternConfig, PatternError, prepare_pattern
+    from inference.patterns import PatternConfig, prepare_pattern
+    from inference.readers import MeasuredPattern, PatternError
     from inference.predict import input_spec
 
     rep = make_representation(SMALL_PDF)

@@ -299,20 +299,25 @@ def load_calibration(checkpoint: str | Path) -> Optional[dict]:
 # ----------------------------------------------------------------------------- synthetic patterns
 
 
-def simulation_config(name: Optional[str], checkpoint_simulation: dict) -> tuple[Any, str]:
-    """The simulation config of the calibration patterns and its label: the checkpoint's own
-    (``name`` None) or ``conf/simulation/<name>.yaml``."""
-    from simulator import SimulationConfig
+def simulation_config(name: Optional[str], meta) -> tuple[Any, str]:
+    """The representation (2-theta pattern, 1/d profile or G(r), :mod:`simulator.representation`) of the
+    calibration patterns and its label: the checkpoint's own (``name`` None) or ``conf/simulation/<name>.yaml``."""
+    from omegaconf import OmegaConf
+
+    from simulator import make_representation
 
     if not name or name == "checkpoint":
-        return SimulationConfig.from_any(checkpoint_simulation or None), "checkpoint"
+        return meta.input_representation(), "checkpoint"
     path = Path(name)
     if not path.suffix:
         path = _conf_dir() / "simulation" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (_conf_dir() / "simulation").glob("*.yaml"))
         raise FileNotFoundError(f"simulation config {path} not found (known: {', '.join(known)})")
-    return SimulationConfig.from_yaml(path), str(name)
+    try:
+        return make_representation(OmegaConf.load(path)), str(name)
+    except Exception as err:
+        raise ValueError(f"{path}: invalid simulation config: {err}") from err
 
 
 def load_statistics(which: str, run_config: dict):
@@ -342,12 +347,12 @@ def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: 
     import torch
 
     from generator import CrystalSampler
-    from simulator import PatternSimulator
+    from simulator import make_representation
 
     crystal_seed, pattern_seed = np.random.SeedSequence(int(seed)).spawn(2)
     sampler = (CrystalSampler.from_config(statistics, generator_cfg, seed=crystal_seed) if generator_cfg is not None
                else CrystalSampler(statistics, seed=crystal_seed))
-    sim = PatternSimulator(simulation)
+    sim = make_representation(simulation)   # a 2-theta, 1/d or G(r) representation, or its config
     rng = np.random.default_rng(pattern_seed)
     index = {int(s): i for i, s in enumerate(space_groups)}
     device = next(model.parameters()).device
@@ -377,9 +382,9 @@ def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None =
     cfg.validate()
     directory = resolve(checkpoint)
     model, meta = load_for_inference(directory, device=device)
-    simulation, label = simulation_config(cfg.simulation, meta.simulation)
-    if simulation.n_points != meta.input_length:
-        raise ValueError(f"simulation {label!r} gives {simulation.n_points} points, the model at {directory} "
+    simulation, label = simulation_config(cfg.simulation, meta)
+    if simulation.shape[-1] != meta.input_length:
+        raise ValueError(f"simulation {label!r} gives {simulation.shape[-1]} points, the model at {directory} "
                          f"expects {meta.input_length}")
     stats_label = "given"
     if statistics is None:

@@ -242,3 +242,25 @@ def test_crystal_system_loss_only_for_models_with_that_head():
                                class_systems=systems)
     assert float(parts["crystal_system_correct"]) == 2
     assert float(loss) == pytest.approx(float(plain) + float(parts["crystal_system_ce"]))
+
+
+def test_calibration_simulates_with_the_checkpoint_representation(tmp_path):
+    from inference.calibration import CalibrationConfig, calibrate_checkpoint
+    from toy_statistics import toy_statistics
+    from trainer.checkpoint import CheckpointMeta, save_checkpoint
+    from trainer.config import to_dict
+    from trainer.models import build_model
+
+    stats = toy_statistics()
+    rep = make_representation(simulation("ideal"))
+    model_cfg = {"name": "tiny", "arch": "park", "hidden": [16], "channels": 4}
+    sgs = [int(s) for s in stats.space_groups]
+    model = build_model(model_cfg, len(sgs), rep.shape[1])
+    meta = CheckpointMeta(space_groups=sgs, model=model_cfg, input_length=rep.shape[1],
+                          simulation=to_dict(rep.config), representation=rep.describe())
+    path = save_checkpoint(tmp_path / "step_1", model, meta)
+    result, written = calibrate_checkpoint(path, CalibrationConfig(n=16, batch_size=8), statistics=stats)
+    assert result.n == 16 and written is not None and written.is_file()
+    # a 2-theta config for a 1/d model is refused by its length, naming both
+    with pytest.raises(ValueError, match="points, the model at"):
+        calibrate_checkpoint(path, CalibrationConfig(n=16, simulation="default"), statistics=stats, write=False)

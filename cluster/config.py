@@ -56,7 +56,8 @@ class ClusterConfig:
             sizes; the paper's parkCNN used 2), so a batch holds batch_size / this crystals.
         queue_size: batches the queue holds before producers block (backpressure).
         prefetch: batches a consumer's background thread pulls ahead from the queue (0: none), so
-            the transfer overlaps with the training step.
+            the transfer overlaps with the training step; above 1, that many queue gets are in flight and
+            Ray may serve them in any order, so one actor's batches can arrive swapped.
         dtype: dtype of the patterns crossing the queue ("float16" halves the payload).
         payload: what synthetic producers send: "array" (rendered (B, N) patterns of ``dtype``) or
             "peaks" (peak lists and per-pattern draws, :class:`cluster.peak_batch.PeakBatch`, rendered

@@ -95,7 +95,9 @@ def test_array_source_covers_every_pattern_each_epoch():
 def test_ray_stream_matches_local_stream_of_slot_zero(ray_local):
     f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
     local = LocalStream(f, seed=7)
-    with RayStream(f, _cfg()) as stream:
+    # one queue get in flight: Ray runs an async actor's calls in no fixed order, so with several gets
+    # in flight (prefetch > 1) the batches of one actor can arrive swapped
+    with RayStream(f, _cfg(prefetch=1)) as stream:
         got = stream.get(20.0)
         assert got.patterns.flags.writeable
     want = local.get()

@@ -7,14 +7,7 @@ weights every ``interval_steps``. :class:`Evaluator` scores them in Ray evaluato
 dropping older ones), ``poll`` returns finished results. A dead evaluator is replaced and its job
 submitted again; an evaluation that raises is logged and skipped. :class:`LocalEvaluator` does the same synchronously in-process.
 
-A result is a dict: "step", "seconds", "metrics" (flat "set/metric" -> float, including
-"gap/<real set>" = synthetic top-1 minus that set's top-1 and "gap" against ``gap_reference``),
-and "details" (set -> per-space-group recall and accuracy by crystal system).
-
-Per set, the rule ``python -m inference.evaluate`` follows too (see :mod:`evaluation.testsets`):
-"<set>/n" scored (in-class) crystals, "<set>/n_out_of_scope" crystals whose label is outside the
-classes ("<set>/n_unclassified": the same number, its former name), "<set>/top{k}" over the scored
-crystals and "<set>/top{k}_all" over scored plus out-of-scope ones (those counted wrong).
+Results have the form and the per-set rule that :mod:`evaluation.scoring` describes.
 """
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
 """Scoring a model on test sets: one function for the evaluator actors, the in-process evaluator and
 ``python -m inference.evaluate``.
 
-The trainer hands over a picklable *model factory* (a callable returning the ``torch.nn.Module``,
-e.g. ``functools.partial(build_model, model_cfg, n_classes, input_length)``) once, and the current
-weights every ``interval_steps``. :class:`Evaluator` scores them in Ray evaluator actors:
-``submit`` never blocks (it queues at most ``max_pending`` weights while every evaluator is busy,
-dropping older ones), ``poll`` returns finished results. A dead evaluator is replaced and its job
-submitted again; an evaluation that raises is logged and skipped. :class:`LocalEvaluator` does the same synchronously in-process.
+:func:`score` scores a model's weights on every test set; :class:`LocalEvaluator` does it synchronously
+in-process with the interface of the Ray evaluator actors (:mod:`cluster.evaluators`).
 
 A result is a dict: "step", "seconds", "metrics" (flat "set/metric" -> float, including
 "gap/<real set>" = synthetic top-1 minus that set's top-1 and "gap" against ``gap_reference``),

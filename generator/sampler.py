@@ -8,7 +8,8 @@ volume is exactly f * V_atomic; spglib (one tolerance policy) must find the requ
 
 Everything per space group that does not depend on the draw is precomputed as arrays at
 construction (Wyckoff orbits, discrete distributions, KDE kernels), so the hot path is a few dozen
-small numpy operations plus one spglib call.
+small numpy operations plus the space-group check (:mod:`generator.group_check`: spglib, or an
+exact shortcut that gives its number).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 from generator.config import SplitConfig
 from generator.crystal import SyntheticCrystal
 from generator.elements import mean_radii
+from generator.group_check import SpaceGroupCheck
 from generator.kde_sampling import DensityFactorSampler, LatticeParameterSampler, lattice_matrix
 from generator.statistics import SpaceGroupStatistics, Statistics
 from generator.symmetry import SymmetryTolerance, crystal_system
@@ -113,10 +115,7 @@ class _GroupPlan:
     repetitions_per_element: dict[int, tuple[list[int], list[float]]]
     wyckoff_p: list[float]                    # (k,) occupation probability per table position
     wyckoff_p_per_element: dict[int, list[float]]
-    fixed: np.ndarray                         # (k,) bool, position without degrees of freedom
-    fixed_list: list[bool]                    # the same as a list (read once per placed atom)
-    cubic: bool                               # cubic cell: its shape has no free parameter
-    from_primitive: np.ndarray                # (3, 3) inverse of the table's primitive basis
+    fixed_list: list[bool]                    # (k,) position without degrees of freedom (read once per placed atom)
 
 
 def _symbol_to_z(symbol: str) -> int:
@@ -168,8 +167,7 @@ class CrystalSampler:
         self.per_element_repetitions = bool(per_element_repetitions)
         self.max_kde_redraws = max(1, int(max_kde_redraws))
         self.rejections: Counter = Counter()
-        # spglib verdicts of cubic crystals whose atoms all sit on fixed positions (see _has_requested_group)
-        self._fixed_cubic_verdicts: dict[tuple, bool] = {}
+        self.group_check = SpaceGroupCheck(self.symmetry)  # spglib's number, with exact shortcuts
 
         self.space_groups = [int(n) for n in statistics.space_groups]
         if not self.space_groups:
@@ -267,10 +265,7 @@ class CrystalSampler:
             repetitions_per_element={z: _as_lists(d) for z, d in per_el_r.items()},
             wyckoff_p=wyckoff_probs(sg.wyckoff_occupation, what).tolist(),
             wyckoff_p_per_element={z: p.tolist() for z, p in per_el_w.items()},
-            fixed=table.dof == 0,
             fixed_list=(table.dof == 0).tolist(),
-            cubic=crystal_system(n) == "cubic",
-            from_primitive=np.linalg.inv(table.to_primitive),
         )
 
     # ------------------------------------------------------------------ public API
@@ -381,8 +376,8 @@ class CrystalSampler:
         orbits = [table.orbit(w, xyz[i]) for i, w in enumerate(sites)]
         frac = np.concatenate(orbits)
 
-        if not self._has_requested_group(plan, lattice, orbits, sites, site_z, frac, numbers):
-            return None, REJECT_SPGLIB
+        if self.group_check.number(table, lattice, orbits, sites, site_z, frac, numbers) != plan.number:
+            return None, REJECT_SPGLIB  # spglib (project tolerance) finds another group: accidental symmetry
         return SyntheticCrystal(
             lattice=lattice,
             frac_coords=frac,
@@ -390,35 +385,3 @@ class CrystalSampler:
             space_group=plan.number,
             wyckoff_letters=[table.names[w] for w in sites],
         ), ""
-
-    def _has_requested_group(self, plan: _GroupPlan, lattice: np.ndarray, orbits: list[np.ndarray], sites: list[int],
-                             site_z: list[int], frac: np.ndarray, numbers: np.ndarray) -> bool:
-        """spglib (project tolerance) finds exactly ``plan.number`` for the crystal.
-
-        Two measured shortcuts that leave the verdict unchanged:
-        - centred cells are checked as their primitive cell (same crystal, 1/2 to 1/4 of the atoms;
-          spglib's cost grows steeply with atoms in cubic cells);
-        - a cubic crystal with every atom on a fixed position has exact coordinates and a cell shape
-          without free parameters, so spglib's verdict depends only on which positions hold the same
-          or different elements, not on the scale: it is computed once per such pattern and reused.
-        """
-        key = None
-        if plan.cubic and bool(np.all(plan.fixed[sites])):
-            order = sorted(range(len(sites)), key=sites.__getitem__)
-            canon: dict[int, int] = {}
-            key = (plan.number, tuple((sites[i], canon.setdefault(site_z[i], len(canon))) for i in order))
-            verdict = self._fixed_cubic_verdicts.get(key)
-            if verdict is not None:
-                return verdict
-        table = plan.table
-        if table.centring == "P":
-            cell = (lattice, frac, numbers)
-        else:
-            members = table.primitive_members
-            prim = np.concatenate([o[members[w]] for o, w in zip(orbits, sites)])
-            prim_numbers = np.repeat(np.asarray(site_z, np.int64), [len(members[w]) for w in sites])
-            cell = (table.to_primitive @ lattice, (prim @ plan.from_primitive) % 1.0, prim_numbers)
-        verdict = self.symmetry.space_group(*cell) == plan.number
-        if key is not None and len(self._fixed_cubic_verdicts) < 100_000:
-            self._fixed_cubic_verdicts[key] = verdict
-        return verdict

@@ -54,7 +54,12 @@ class ClusterConfig:
         batch_size: patterns per batch (whole batches cross the queue).
         patterns_per_crystal: patterns simulated per synthetic crystal (independent crystallite
             sizes; the paper's parkCNN used 2), so a batch holds batch_size / this crystals.
-        queue_size: batches the queue holds before producers block (backpressure).
+        queue_size: batches the queue holds before producers block (backpressure), in all: split
+            evenly over the queue shards (at least one each).
+        queue_shards: queue actors the batches are spread over (:mod:`cluster.queue`; generation
+            actor i puts into shard i mod K, the consumer pulls from all). At most ``num_actors`` are
+            made. One actor serves a few hundred calls/s; more shards lift that ceiling where there
+            are cores to run them (figures: ``benchmarks/bench_stream.py --payloads``).
         prefetch: batches a consumer's background thread pulls ahead from the queue (0: none), so
             the transfer overlaps with the training step; above 1, that many queue gets are in flight and
             Ray may serve them in any order, so one actor's batches can arrive swapped.
@@ -81,6 +86,7 @@ class ClusterConfig:
     batch_size: int = 145
     patterns_per_crystal: int = 1
     queue_size: int = 16
+    queue_shards: int = 2
     prefetch: int = 2
     dtype: str = "float16"
     payload: str = "array"
@@ -102,6 +108,7 @@ class ClusterConfig:
         check(self.batch_size % self.patterns_per_crystal == 0, f"{prefix}.patterns_per_crystal",
               f"({self.patterns_per_crystal}) must divide {prefix}.batch_size ({self.batch_size})")
         check(self.queue_size >= 1, f"{prefix}.queue_size", f"must be >= 1, got {self.queue_size}")
+        check(self.queue_shards >= 1, f"{prefix}.queue_shards", f"must be >= 1, got {self.queue_shards}")
         check(self.prefetch >= 0, f"{prefix}.prefetch", f"must be >= 0, got {self.prefetch}")
         check(self.num_actors is None or self.num_actors >= 1, f"{prefix}.num_actors",
               f"must be null (derived from the CPUs) or >= 1, got {self.num_actors}")

@@ -1,13 +1,15 @@
-"""The Ray stream: generation actors feeding one bounded queue, and the consumer the trainer pulls from.
+"""The Ray stream: generation actors feeding a bounded queue, and the consumer the trainer pulls from.
 
 ``RayStream``: generation actors, each owning a producer (a ``CrystalSampler`` and a
-``PatternSimulator``), put whole :class:`~cluster.batch.Batch` objects into one bounded
-``ray.util.queue.Queue``. A full queue blocks the producers (backpressure). A dead actor is
-replaced by a fresh one with a new seed from the same tree, and ``get`` raises ``TimeoutError``
-with a diagnosis instead of hanging.
+``PatternSimulator``), put whole :class:`~cluster.batch.Batch` objects into a bounded queue of
+``cluster.queue_shards`` shard actors (:mod:`cluster.queue`: batches cross it by object
+reference; actor i puts into shard i mod K). A full shard blocks its producers (backpressure). A
+dead actor is replaced by a fresh one with a new seed from the same tree (its batches still queued
+are lost with it and skipped), and ``get`` raises ``TimeoutError`` with a diagnosis instead of hanging.
 
-Transport: a consumer with ``prefetch`` > 0 keeps ``prefetch`` queue gets in flight, so the
-latency of one call to the queue actor overlaps the others' instead of adding up per batch.
+Transport: a consumer with ``prefetch`` > 0 keeps ``prefetch`` queue gets in flight (at least one
+per shard), each taking up to ``prefetch`` batches, so the latency of one call to a shard overlaps
+the others' instead of adding up per batch.
 
 The other sources (in-process, fixed arrays) and ``make_source`` are in :mod:`cluster.sources`.
 """
@@ -27,6 +29,7 @@ from cluster.batch import Batch
 from cluster.config import ClusterConfig, to_dataclass
 from cluster.connect import init_ray
 from cluster.producer import ProducerFactory
+from cluster.queue import Puller, ShardedQueue
 from generator.seeding import GENERATION, seed_for
 
 log = logging.getLogger(__name__)
@@ -76,12 +79,12 @@ def _generation_actor_class():
     class GenerationActor:
         """Owns one producer; ``run`` loops put-ing batches until ``stop`` (threaded actor)."""
 
-        def __init__(self, factory, seed, out_queue, put_timeout_s: float):
+        def __init__(self, factory, seed, out_queue, shard, put_timeout_s: float):
             import os
 
             self.pid = os.getpid()
             self.producer = factory(seed)
-            self.queue = out_queue
+            self.queue, self.shard = out_queue, shard
             self.put_timeout_s = float(put_timeout_s)
             self._stop = threading.Event()
             self.put_blocked_s = 0.0
@@ -89,18 +92,13 @@ def _generation_actor_class():
             self._blocked_since = None
 
         def run(self) -> int:
-            from ray.util.queue import Full
-
             while not self._stop.is_set():
-                batch = self.producer.next_batch()
+                item = self.queue.item(self.producer.next_batch())
                 t0 = self._blocked_since = time.perf_counter()
                 while not self._stop.is_set():
-                    try:
-                        self.queue.put(batch, block=True, timeout=self.put_timeout_s)
+                    if self.queue.offer(self.shard, item, self.put_timeout_s):
                         self.put_batches += 1
                         break
-                    except Full:
-                        continue
                 self._blocked_since = None
                 self.put_blocked_s += time.perf_counter() - t0
             return self.put_batches
@@ -138,15 +136,17 @@ class QueueConsumer:
     """A picklable view of a stream's queue, for consumers in other processes (e.g. Ray Train workers).
 
     With ``prefetch`` > 0 a background thread keeps up to that many batches in the consumer's
-    process, so the transfer from the queue actor overlaps with training. Only ``get`` pulls;
+    process, so the transfer from the queue shards overlaps with training. Only ``get`` pulls;
     producers, health checks and replacement stay with the owning ``RayStream``.
     """
 
-    def __init__(self, queue, poll_s: float = 1.0, prefetch: int = 2):
+    def __init__(self, queue: ShardedQueue, poll_s: float = 1.0, prefetch: int = 2):
         self.queue = queue
         self.poll_s = float(poll_s)
         self.prefetch = int(prefetch)
         self._clock = _WaitClock()
+        # prefetch 0: one get in flight per shard, one batch at a time, pulled by ``get`` itself
+        self._puller = Puller(queue, self.prefetch, max(1, self.prefetch), self.poll_s)
         self._local: stdqueue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._stop_pull = threading.Event()
@@ -159,20 +159,14 @@ class QueueConsumer:
         QueueConsumer.__init__(self, state["queue"], state["poll_s"], state.get("prefetch", 2))
 
     def _pull(self) -> None:
-        import ray
-        from ray.util.queue import Empty
-
-        # Several gets in flight (the queue actor serves them concurrently): one round trip's latency
-        # overlaps the others' instead of adding up, which bounded the queue at ~100 gets/s.
-        in_flight: deque = deque()
+        # Several gets in flight (the shards serve them concurrently): one round trip's latency
+        # overlaps the others' instead of adding up, which bounded one queue at ~100 gets/s.
         while not self._stop_pull.is_set():
             try:
-                while len(in_flight) < max(1, self.prefetch):
-                    in_flight.append(self.queue.actor.get.remote(self.poll_s))
-                batch = ray.get(in_flight.popleft())
-            except Empty:
-                continue
-            except BaseException as exc:  # the queue actor is gone, Ray shut down, ...
+                batch = self._puller.next(self.poll_s)
+                if batch is None:
+                    continue
+            except BaseException as exc:  # a queue shard is gone, Ray shut down, ...
                 if not self._stop_pull.is_set():
                     self._pull_error = exc
                 return
@@ -186,12 +180,8 @@ class QueueConsumer:
 
     def _get_once(self, timeout: float) -> Batch | None:
         if self.prefetch <= 0:
-            from ray.util.queue import Empty
-
-            try:
-                return _writable(self.queue.get(block=True, timeout=max(timeout, 1e-3)))
-            except Empty:
-                return None
+            batch = self._puller.next(max(timeout, 1e-3))
+            return None if batch is None else _writable(batch)
         if self._thread is None:
             self._local = stdqueue.Queue(maxsize=self.prefetch)
             self._thread = threading.Thread(target=self._pull, name="batch-prefetch", daemon=True)
@@ -224,23 +214,24 @@ class QueueConsumer:
 
     def metrics(self) -> dict[str, float]:
         local = self._local.qsize() if self._local is not None else 0
-        return {"queue_length": float(self.queue.qsize()), "prefetched": float(local), **self._clock.metrics()}
+        return {"queue_length": float(self.queue.qsize()), "prefetched": float(local),
+                "batches_lost": float(self._puller.lost), **self._clock.metrics()}
 
     def _stop_prefetch(self) -> None:
         self._stop_pull.set()
         if self._thread is not None:
             self._thread.join(timeout=self.poll_s + 5.0)
+        self._puller.cancel()
 
     def close(self) -> None:
         self._stop_prefetch()
 
 
 class RayStream(QueueConsumer):
-    """Generation actors feeding a bounded ``ray.util.queue.Queue``; see the module docstring."""
+    """Generation actors feeding a bounded sharded queue; see the module docstring."""
 
     def __init__(self, factory: ProducerFactory, cfg: ClusterConfig | Any = None, *, reserved_cpus: float = 0.0):
         import ray
-        from ray.util.queue import Queue
 
         cfg = to_dataclass(ClusterConfig, cfg)
         self.cfg = cfg
@@ -259,11 +250,13 @@ class RayStream(QueueConsumer):
             raise
         self.factory = factory
         self._factory_ref = ray.put(factory)      # owned by the driver: survives any actor
-        # the queue actor lives on the driver's node: losing a generation node never loses the queue
+        # the queue shards live on the driver's node: losing a generation node never loses the queue;
+        # a shard without a producer would only cost gets, so there are at most num_actors of them
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        queue = Queue(maxsize=cfg.queue_size, actor_options={"num_cpus": 0, "scheduling_strategy": here})
+        queue = ShardedQueue.create(cfg.queue_size, min(cfg.queue_shards, self.num_actors),
+                                    actor_options={"scheduling_strategy": here})
         super().__init__(queue, cfg.poll_s, cfg.prefetch)
         self._actor_cls = _generation_actor_class()
         self.replacements = 0
@@ -275,14 +268,15 @@ class RayStream(QueueConsumer):
         self._watchdog: threading.Thread | None = None
         self._stop_watchdog = threading.Event()
         self.slots = [self._spawn(i, 0) for i in range(self.num_actors)]
-        log.info("stream: %d generation actors, queue of %d batches", self.num_actors, cfg.queue_size)
+        log.info("stream: %d generation actors, queue of %d batches in %d shards", self.num_actors,
+                 cfg.queue_size, len(queue.shards))
 
     # -- actors --------------------------------------------------------------------------------
 
     def _spawn(self, index: int, incarnation: int) -> _Slot:
         actor = self._actor_cls.options(num_cpus=self.cfg.actor_cpus, max_restarts=0).remote(
             self._factory_ref, seed_for(self.cfg.seed, GENERATION, index, incarnation), self.queue,
-            self.cfg.put_timeout_s)
+            self.queue.shard_for(index), self.cfg.put_timeout_s)
         return _Slot(index, incarnation, actor, actor.run.remote())
 
     def check_actors(self) -> int:
@@ -394,6 +388,8 @@ class RayStream(QueueConsumer):
             rejections.update(s.get("rejections", {}))
         out = {
             "queue_length": float(self.queue.qsize()),
+            "queue_shards": float(len(self.queue.shards)),
+            "batches_lost": float(self._puller.lost),
             "prefetched": float(self._local.qsize() if self._local is not None else 0),
             "actors_alive": float(len(self.slots)),
             "replacements": float(self.replacements),
@@ -432,10 +428,7 @@ class RayStream(QueueConsumer):
                 ray.kill(s.actor, no_restart=True)
             except Exception:
                 pass
-        try:
-            self.queue.shutdown(force=True)
-        except Exception:
-            pass
+        self.queue.shutdown()
         if self._owns_ray:
             ray.shutdown()
 

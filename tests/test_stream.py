@@ -122,7 +122,7 @@ def test_backpressure_bounds_the_queue(ray_local):
         assert m["batches_delivered"] == 5 and m["queue_length"] <= 2
 
 
-def test_dead_actor_is_replaced_and_its_queued_batches_survive(ray_local):
+def test_dead_actor_is_replaced_and_its_queued_batches_do_not_break_the_stream(ray_local):
     f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
     with RayStream(f, _cfg(queue_size=3)) as stream:
         deadline = time.monotonic() + 20
@@ -130,14 +130,15 @@ def test_dead_actor_is_replaced_and_its_queued_batches_survive(ray_local):
             time.sleep(0.1)
         pid = ray.get(stream.slots[0].actor.getpid.remote())
         os.kill(pid, signal.SIGKILL)
-        for _ in range(3):                       # put by the dead actor, still readable
-            assert len(stream.get(10.0)) == 8
-        for _ in range(3):                       # from its replacement
+        # its three queued batches are delivered, or skipped once Ray has let go of them (they were
+        # owned by the dead process); either way the replacement's batches follow
+        for _ in range(6):
             assert len(stream.get(20.0)) == 8
         assert stream.replacements == 1
         assert stream.slots[0].incarnation == 1
         assert "actor 0.0" in stream.deaths[0]
-        assert stream.metrics()["replacements"] == 1
+        m = stream.metrics()
+        assert m["replacements"] == 1 and 0 <= m["batches_lost"] <= 3
 
 
 def test_watchdog_replaces_dead_actors_while_other_processes_consume(ray_local):

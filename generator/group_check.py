@@ -93,11 +93,11 @@ class CubicGroup:
 
         ``lattice``: (3, 3) rows, Angstrom, cubic; ``frac``: (N, 3) fractional coordinates of an exactly
         group-symmetric crystal; ``numbers``: (N,) atomic numbers; ``margin`` in Angstrom. False means
-        "cannot tell" (a candidate comes close, atoms nearly overlap, or the cell is not orthogonal).
+        "cannot tell" (a candidate comes close, atoms nearly overlap, or the cell is not a cube).
         """
-        a = float(np.abs(np.diag(lattice)).min())
-        if np.abs(lattice - np.diag(np.diag(lattice))).max() > 1e-9 * a:
-            return False  # nearest images by rounding need an orthogonal cell
+        edges = np.diag(lattice)
+        if np.abs(lattice - np.diag(edges)).max() > 1e-9 * edges.max() or np.ptp(edges) > 1e-9 * edges.max():
+            return False  # not a cube (the 48 rotations and nearest images by rounding need one)
         m2 = margin * margin
         _, inverse, counts = np.unique(numbers, return_inverse=True, return_counts=True)
         members = [np.flatnonzero(inverse == g) for g in range(len(counts))]

@@ -108,3 +108,10 @@ def test_nearly_overlapping_atoms_are_left_to_spglib():
     frac = np.concatenate([frac, [[0.5, 0.5, 0.5]]])
     numbers = np.array([8] * 6 + [11])
     assert not CubicGroup.of(table).excludes_higher_symmetry(np.eye(3) * 5.0, frac, numbers, 0.01)
+
+
+def test_cubic_shortcut_only_judges_cubes():
+    table = wyckoff_table(221)
+    frac, numbers = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]]), np.array([11, 17])
+    assert CubicGroup.of(table).excludes_higher_symmetry(np.eye(3) * 4.0, frac, numbers, 0.01)
+    assert not CubicGroup.of(table).excludes_higher_symmetry(np.diag([4.0, 4.0, 4.5]), frac, numbers, 0.01)

@@ -82,6 +82,16 @@ class ModelConfig:
     # with crystal_system_head a 7-class crystal-system head sits on the trunk next to the space-group head.
     dense_layers: list[int] = field(default_factory=lambda: [2048, 1024, 256])
     crystal_system_head: bool = False
+    # Input axis of every 1D backbone: "two_theta" (the simulated grid as it is) or "log_q" (a fixed
+    # front end, trainer.models.log_axis, resamples the 2-theta input onto axis_points points uniform in
+    # ln Q over axis_two_theta, the input's 2-theta range (null: the run takes the simulated grid's), where
+    # a cell's size is a shift of all peaks).
+    input_axis: str = "two_theta"
+    axis_two_theta: Optional[list[float]] = None
+    axis_points: int = 4096
+    # How the compact CNN turns its last feature map into features: "flatten" (positions kept) or
+    # "global" (mean and max over positions: invariant to shifts, with input_axis log_q to the cell size).
+    pool: str = "flatten"
     # Second head regressing the z-scored log cell volume (multi-task).
     volume_head: bool = False
     volume_hidden: list[int] = field(default_factory=lambda: [256, 64])

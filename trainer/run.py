@@ -166,7 +166,8 @@ def validate_config(cfg: DictConfig) -> None:
     ``ValueError`` naming the key, before any data is built or Ray is started."""
     from cluster.config import ClusterConfig, to_dataclass
     from evaluation.config import EvaluationConfig
-    from trainer.config import OptimizerConfig
+    from trainer.config import ModelConfig, OptimizerConfig
+    from trainer.models.log_axis import fit_log_axis
 
     from cluster.producer import check_payload
     from simulator.representation import make_representation
@@ -175,7 +176,10 @@ def validate_config(cfg: DictConfig) -> None:
     typed(OptimizerConfig, cfg.optimizer).validate()
     cluster_cfg = to_dataclass(ClusterConfig, cfg.cluster).validate()
     if cfg.get("simulation") is not None:  # the representation (kind) and its config, and a payload that can carry it
-        check_payload(cluster_cfg.payload, make_representation(cfg.simulation))
+        representation = make_representation(cfg.simulation)
+        check_payload(cluster_cfg.payload, representation)
+        if cfg.get("model") is not None:
+            fit_log_axis(to_dict(typed(ModelConfig, cfg.model)), representation)
     if cfg.get("evaluation") is not None:
         to_dataclass(EvaluationConfig, cfg.evaluation).validate()
 
@@ -219,6 +223,7 @@ def run(cfg: DictConfig) -> FitResult:
     from cluster.producer import check_payload
     from generator.pipeline import prepare_data
     from simulator.representation import make_representation
+    from trainer.models.log_axis import fit_log_axis
 
     setup = setup_run(cfg)
     out_dir, start_step, tcfg = setup.out_dir, setup.start_step, setup.trainer
@@ -241,7 +246,7 @@ def run(cfg: DictConfig) -> FitResult:
              prepared.report.get("n_statistics", -1), prepared.report.get("n_test", -1), time.perf_counter() - t0)
 
     spec = RunSpec(
-        model=cfg.model, optimizer=cfg.optimizer, trainer=tcfg, logger=cfg.logger,
+        model=fit_log_axis(to_dict(cfg.model), representation), optimizer=cfg.optimizer, trainer=tcfg, logger=cfg.logger,
         space_groups=[int(s) for s in statistics.space_groups], input_length=representation.shape[1],
         simulation=to_dict(simulation_cfg), representation=representation.describe(),
         volume_norm=volume_normalisation(statistics),

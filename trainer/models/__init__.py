@@ -16,6 +16,7 @@ from trainer.config import ModelConfig, typed
 from trainer.models import convnet, msdn, park, resnet  # noqa: F401
 from trainer.models import liu, vecsei  # noqa: F401  (Liu et al. G(r) CNN, Vecsei et al. dense network)
 from trainer.models.heads import mlp
+from trainer.models.log_axis import LogQResample
 from trainer.models.registry import build_backbone, known_backbones, register_backbone
 from trainer.models.resnet import RESNET_SPECS
 
@@ -26,8 +27,9 @@ __all__ = ["SpaceGroupNet", "build_model", "count_parameters", "ModelConfig", "R
 class SpaceGroupNet(nn.Module):
     """Backbone -> hidden dense layers -> class logits, and optionally a volume-regression head."""
 
-    def __init__(self, backbone: nn.Module, n_classes: int, cfg: ModelConfig):
+    def __init__(self, backbone: nn.Module, n_classes: int, cfg: ModelConfig, front: nn.Module | None = None):
         super().__init__()
+        self.front = front  # a fixed input transform (e.g. the log-Q axis), no parameters
         self.backbone = backbone
         self.n_classes = n_classes
         hidden: list[nn.Module] = []
@@ -51,6 +53,8 @@ class SpaceGroupNet(nn.Module):
     def forward(self, patterns: torch.Tensor) -> dict[str, torch.Tensor]:
         if patterns.dim() == 2:
             patterns = patterns.unsqueeze(1)
+        if self.front is not None:
+            patterns = self.front(patterns)
         features = self.backbone(patterns)
         hidden = self.hidden(features)
         out = {"logits": self.classifier(hidden)}
@@ -67,7 +71,17 @@ def build_model(model_cfg: Any, n_classes: int, input_length: int, in_channels: 
     an unknown arch raises a ``ValueError`` listing the known ones.
     """
     cfg = typed(ModelConfig, model_cfg)
-    return SpaceGroupNet(build_backbone(cfg, input_length, in_channels), n_classes, cfg)
+    front = None
+    if cfg.input_axis == "log_q":
+        if cfg.axis_two_theta is None:
+            raise ValueError("model.axis_two_theta: a log_q model needs the 2-theta range of its input (a training "
+                             "run fills it from the simulation grid)")
+        lo, hi = (float(v) for v in cfg.axis_two_theta)
+        front = LogQResample(input_length, lo, hi, cfg.axis_points)
+        input_length = cfg.axis_points
+    elif cfg.input_axis != "two_theta":
+        raise ValueError(f"model.input_axis must be 'two_theta' or 'log_q', got {cfg.input_axis!r}")
+    return SpaceGroupNet(build_backbone(cfg, input_length, in_channels), n_classes, cfg, front)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

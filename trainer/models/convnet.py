@@ -1,5 +1,5 @@
 """A compact 1D CNN for CPUs: a strided stem and stages of strided convolutions, each with per-sample
-normalisation, then flatten (peak positions matter, so no global pooling).
+normalisation, then flatten (peak positions matter on a 2-theta axis) or, on the log-Q axis, global pooling.
 
 Why it exists next to the paper's models: on a 2-core machine the Park CNN trains ~135
 patterns/s on the 8501-point grid and collapses on imperfect patterns (no normalisation, a
@@ -46,13 +46,14 @@ class ConvBlock(nn.Module):
 class ConvNetBackbone(nn.Module):
     """Stem (kernel ``stem_kernel``, stride ``stem_stride``) and one stride-2 block per entry of ``channels``.
 
-    Input (B, 1, N) patterns; output (B, channels[-1] * L) flattened features, L about N / (stem_stride 2^S).
+    Input (B, 1, N) patterns; output (B, channels[-1] * L) flattened features, L about N / (stem_stride 2^S),
+    or with ``pool="global"`` (B, 2 channels[-1]): the mean and the maximum over positions.
     """
 
     def __init__(self, input_length: int, channels: Sequence[int] = (32, 48, 64, 96, 128, 160, 192),
                  kernel: int = 9, stem_channels: int = 24, stem_kernel: int = 15, stem_stride: int = 2,
                  norm: str = "group", groups: int = 8, double: Sequence[bool] | bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, pool: str = "flatten"):
         super().__init__()
         doubles = [double] * len(channels) if isinstance(double, bool) else list(double)
         if len(doubles) != len(channels):
@@ -69,10 +70,16 @@ class ConvNetBackbone(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.out_channels = cin
         self.out_length = output_length(self.layers, input_length)
-        self.out_features = cin * self.out_length
+        if pool not in ("flatten", "global"):
+            raise ValueError(f"model.pool must be 'flatten' or 'global', got {pool!r}")
+        self.pool = pool
+        self.out_features = cin * self.out_length if pool == "flatten" else 2 * cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.layers(x), 1)
+        x = self.layers(x)
+        if self.pool == "global":
+            return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+        return torch.flatten(x, 1)
 
 
 @register_backbone("convnet")
@@ -91,4 +98,5 @@ def build_convnet(cfg: ModelConfig, input_length: int, in_channels: int = 1) -> 
         groups=cfg.norm_groups,
         double=cfg.stage_double,
         dropout=cfg.dropout_conv,
+        pool=cfg.pool,
     )

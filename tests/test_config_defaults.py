@@ -42,6 +42,13 @@ def _schemas() -> dict[str, type]:
             "cluster": ClusterConfig, "logger": LoggerConfig}
 
 
+# The model and optimizer dataclasses default to the paper's Park CNN and Adam rather than to the default
+# run's compact log-Q CNN with AdamW: a checkpoint's meta written before a field existed takes that field's
+# dataclass default when it is loaded, so those defaults must keep the models already trained (the bundled
+# ones included) as they were. Those two groups are compared with these options instead.
+SCHEMA_OPTIONS = {"model": "parkcnn_small", "optimizer": "adam"}
+
+
 def default_groups() -> dict[str, str]:
     """group -> default option from the ``defaults:`` list of conf/train.yaml (``_self_`` left out)."""
     out: dict[str, str] = {}
@@ -52,12 +59,19 @@ def default_groups() -> dict[str, str]:
     return out
 
 
+def schema_options() -> dict[str, str]:
+    """group -> the option its dataclass defaults describe: train.yaml's default, but see SCHEMA_OPTIONS."""
+    return {**default_groups(), **SCHEMA_OPTIONS}
+
+
 def group_yamls() -> DictConfig:
-    """Every default group file under its group key, plus train.yaml's top-level scalars (``seed``)."""
+    """Every compared group option (its own defaults list applied) under its group key, plus train.yaml's
+    top-level scalars (``seed``)."""
+    from generator.config import group_option
+
     train = OmegaConf.load(CONF / "train.yaml")
     root = {k: v for k, v in OmegaConf.to_container(train).items() if not isinstance(v, (dict, list))}
-    root.update({g: OmegaConf.to_container(OmegaConf.load(CONF / g / f"{o}.yaml"))
-                 for g, o in default_groups().items()})
+    root.update({g: OmegaConf.to_container(group_option(g, o)) for g, o in schema_options().items()})
     return OmegaConf.create(root)
 
 
@@ -90,7 +104,7 @@ def test_dataclass_defaults_equal_the_default_yaml(group):
     yamls = group_yamls()
     OmegaConf.resolve(yamls)
     defaults = OmegaConf.structured(schema)
-    option = default_groups()[group]
+    option = schema_options()[group]
     problems = differences(yamls[group], defaults, group)
     assert not problems, f"conf/{group}/{option}.yaml vs {schema.__qualname__}:\n" + "\n".join(problems)
 

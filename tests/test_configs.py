@@ -44,7 +44,8 @@ def test_expected_experiments_exist():
 def test_default_is_a_small_cpu_run():
     cfg = compose_train()
     model, opt, trainer, logger = validate(cfg)
-    assert model.name == "parkcnn_small" and opt.lr == 1e-3 and opt.schedule == "constant"
+    assert model.name == "convnet_logq" and model.input_axis == "log_q" and model.pool == "global"
+    assert opt.name == "adamw" and opt.schedule == "cosine" and opt.total_steps == trainer.max_steps
     assert trainer.max_steps <= 500 and trainer.resume is None and trainer.num_workers == 1
     assert logger.name == "none"
     assert cfg.cluster.seed == cfg.trainer.seed == cfg.evaluation.seed == cfg.seed

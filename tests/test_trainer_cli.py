@@ -39,7 +39,8 @@ def test_default_run_end_to_end(cache, tmp_path):
     text = "\n".join(lines)
     assert "Evaluation at step 4" in text and "test_database" in text and "synthetic" in text
     model, meta = load_for_inference(out)
-    assert meta.step == 4 and meta.final and meta.model["name"] == "parkcnn_small"
+    assert meta.step == 4 and meta.final and meta.model["name"] == "convnet_logq"
+    assert meta.model["axis_two_theta"] == [5.0, 90.0]   # the simulated grid's range, stored for inference
     assert meta.input_length == 8501 and meta.simulation["wavelength"] == pytest.approx(1.5406)
     assert meta.config["cluster"]["source"] == "ray"
     evals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]

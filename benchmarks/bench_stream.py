@@ -8,8 +8,13 @@
 ``--payloads`` compares, side by side, what generation actors send: rendered float16 patterns
 ("array") against peak lists and draws rendered by the trainer ("peaks", cluster.payload=peaks):
 bytes per pattern, patterns per second of one producer core (for peaks: the producer's work, plus
-the consumer's torch rendering on CPU measured separately) and the ceiling of the Ray queue
-re-sending one fixed batch. ``--json OUT`` writes {"payloads": {"array": {...}, "peaks": {...}}}.
+the consumer's torch rendering on CPU measured separately) and the ceiling of the Ray queue:
+``--ceiling-actors`` FixedProducer actors (at least one per shard) re-sending one fixed batch, for
+every queue shard count of ``--shards`` (cluster.queue_shards). Besides patterns/s it reports the
+CPU seconds that all processes of the local Ray instance (and the consumer's own, alone) spent per
+pattern: on a shared machine the wall-clock rate follows the other jobs' load, the CPU cost much
+less. ``--json OUT`` writes {"payloads": {"array": {...}, "peaks": {...}}}; each has
+``queue_ceiling_patterns_per_s`` (at the default shard count) and ``queue_ceiling_by_shards``.
 
 For every actor count it starts a fresh local Ray instance with that many CPUs (plus one for the
 consumer, capped at the machine), waits for the first batch (numba compilation, statistics
@@ -24,11 +29,41 @@ OQMD statistics with 71 classes, batches of 145, float16, 30 s per configuration
     1 actor  (2 Ray CPUs)        316 patterns/s delivered
     2 actors (2 Ray CPUs)        408 patterns/s delivered (204 per actor: the consumer and other
                                  jobs share the two cores)
-    queue ceiling, float16       ~19,000-23,500 patterns/s (17 kB each, ~7 ms per get of 145)
+    queue ceiling, float16       ~19,000-23,500 patterns/s (17 kB each, ~7 ms per get of 145;
+                                 one ray.util.queue.Queue, batches by value, load ~2.5-6)
     queue ceiling, float32       ~18,500-19,000 patterns/s (34 kB each)
 
-So one core generates ~300-350 diffractograms/s (the paper: ~0.6 per core); the queue is far from
-being the bottleneck, and float16 halves the bytes stored and sent between nodes.
+So one core generates ~300-350 diffractograms/s (the paper: ~0.6 per core), and float16 halves
+the bytes stored and sent between nodes.
+
+Queue ceiling with the sharded queue (batches by object reference; ``--payloads --seconds 4``,
+two runs each, load average 5-9 from other jobs, so the pipeline got ~0.4-1.2 of the 2 cores;
+patterns/s wall clock, then patterns per CPU-second of all Ray processes, then of the consumer
+process alone):
+
+    peaks, 145/batch (3.4 kB/pattern)  1 shard  5,300-8,100/s   7,800-11,400/CPU-s  48,000-68,000
+                                       2 shards 6,900-7,100/s  10,400-10,700/CPU-s  55,000-59,000
+                                       4 shards 3,000-5,600/s   5,400-7,600/CPU-s   45,000-55,000
+    peaks, 870/batch (parkCNN, 2 patterns per crystal)
+                                       1 shard  PK870_1
+                                       2 shards PK870_2
+                                       4 shards PK870_4
+    array, 145/batch (17 kB/pattern)   1 shard  8,400-8,500/s   9,700-10,400/CPU-s  52,000-56,000
+                                       2 shards 6,200-10,000/s 10,300-11,000/CPU-s  55,000-56,000
+    array, 870/batch                   1 shard  AR870_1
+                                       2 shards AR870_2
+
+The same load, old against new path side by side (peaks-sized stand-in payload, 2 producers): one
+``ray.util.queue.Queue`` with batches by value carried 4,700-7,700 patterns per CPU-s at 145 per
+batch and 34,000-36,000 at 870; two shards by reference 9,200 and 37,000-59,000.
+
+On this 2-core machine the target of 100,000 patterns/s is not reached: at 145 patterns per batch
+the whole path costs ~0.1 ms of CPU per pattern (~10 cores for 100,000/s, spread over producers,
+shards and the consumer), and the consumer process alone caps near 50,000-70,000 patterns/s per
+core. At 870 per batch (parkCNN) the path costs ~54,000 patterns per CPU-s and the consumer alone
+300,000-420,000, so two free cores carry ~100,000/s. Extra shards pay off where the single queue
+actor's call rate is the limit (many producers on a cluster), not on two shared cores, where 4
+shards with 4 producers only add processes contending for them.
 """
 from __future__ import annotations
 
@@ -40,8 +75,28 @@ import time
 from dataclasses import dataclass
 
 
+def _cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user + system) so far of this process and its descendants (a local Ray instance:
+    GCS, raylet, workers) by pid; empty without psutil. Under a shared load, the CPU time a pipeline
+    spends per pattern is a steadier figure than its wall-clock rate."""
+    try:
+        import psutil
+    except ImportError:
+        return {}
+    out = {}
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
+
+
 def _consume(source, seconds: float, timeout: float) -> dict:
     source.get(timeout)                           # warm-up: first batch (compilation, transfers)
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     n = batches = 0
     wait = 0.0
@@ -52,13 +107,19 @@ def _consume(source, seconds: float, timeout: float) -> dict:
         n += len(b)
         batches += 1
     dt = time.perf_counter() - t0
+    cpu1 = _cpu_seconds()
+    cpu = sum(cpu1[p] - cpu0[p] for p in cpu1.keys() & cpu0.keys())
+    mine = cpu1.get(os.getpid(), 0.0) - cpu0.get(os.getpid(), 0.0)    # the consumer's own process
     m = source.metrics()
-    return {"patterns_per_s": n / dt, "batches": batches, "seconds": dt, "consumer_wait_per_batch_s": wait / batches,
+    return {"patterns_per_s": n / dt, "cpu_cores_used": cpu / dt, "patterns_per_cpu_s": n / cpu if cpu > 0 else None,
+            "consumer_patterns_per_cpu_s": n / mine if mine > 0 else None, "batches": batches, "seconds": dt, "consumer_wait_per_batch_s": wait / batches,
             "bytes_per_pattern": int(getattr(b, "patterns", b).nbytes // len(b)), "queue_length_end": m.get("queue_length", 0.0),
             "rejections": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("rejections/")}}
 
 
-def bench_ray(factory, n_actors: int, seconds: float, queue_size: int, timeout: float) -> dict:
+def bench_ray(factory, n_actors: int, seconds: float, queue_size: int, timeout: float,
+              shards: int | None = None) -> dict:
+    """``n_actors`` generation actors on ``shards`` queue shards (None: cluster.queue_shards's default)."""
     import ray
 
     from cluster.config import ClusterConfig
@@ -69,8 +130,11 @@ def bench_ray(factory, n_actors: int, seconds: float, queue_size: int, timeout: 
     try:
         cfg = ClusterConfig(num_actors=n_actors, actor_cpus=min(1.0, cpus / n_actors), queue_size=queue_size,
                             get_timeout_s=timeout, seed=0)
+        if shards is not None:
+            cfg.queue_shards = shards
         with RayStream(factory, cfg) as stream:
             out = _consume(stream, seconds, timeout)
+            out["queue_shards"] = len(stream.queue.shards)
     finally:
         ray.shutdown()
     out.update(actors=n_actors, ray_cpus=cpus, patterns_per_s_per_actor=out["patterns_per_s"] / n_actors)
@@ -104,8 +168,10 @@ class FixedProducer:
 
 
 def bench_payloads(stats, simulation_cfg, batch_size: int, seconds: float, queue_size: int, timeout: float,
-                   patterns_per_crystal: int) -> dict:
+                   patterns_per_crystal: int, shards: list[int], ceiling_actors: int) -> dict:
     """Both payloads on the same statistics and simulation config; see the module docstring."""
+    from cluster.config import ClusterConfig
+
     import time as _time
 
     import torch
@@ -121,9 +187,22 @@ def bench_payloads(stats, simulation_cfg, batch_size: int, seconds: float, queue
         local = _consume(LocalStream(factory, seed=0), seconds, 1e9)
         batch = LocalStream(factory, seed=1).get()
         nbytes = batch.patterns.nbytes if payload == "array" else batch.nbytes
-        ceiling = bench_ray(FixedProducer(batch), 1, min(seconds, 10.0), queue_size, timeout)
+        by_shards = {}
+        for k in shards:
+            n = max(k, ceiling_actors)
+            r = bench_ray(FixedProducer(batch), n, min(seconds, 10.0), queue_size, timeout, shards=k)
+            by_shards[str(k)] = {"actors": n, "patterns_per_s": r["patterns_per_s"],
+                                 "batches_per_s": r["batches"] / r["seconds"], "cpu_cores_used": r["cpu_cores_used"],
+                                 "patterns_per_cpu_s": r["patterns_per_cpu_s"],
+                                 "consumer_patterns_per_cpu_s": r["consumer_patterns_per_cpu_s"]}
+            print(f"{payload}: {k} shard(s), {n} actors: {r['patterns_per_s']:,.0f} patterns/s, "
+                  f"{r['cpu_cores_used']:.2f} cores busy, {r['patterns_per_cpu_s'] or 0:,.0f} patterns per CPU-s "
+                  f"(consumer process alone: {r['consumer_patterns_per_cpu_s'] or 0:,.0f})",
+                  flush=True)
+        default = str(ClusterConfig().queue_shards)
         row = {"bytes_per_pattern": nbytes / len(batch), "patterns_per_s_per_core": local["patterns_per_s"],
-               "queue_ceiling_patterns_per_s": ceiling["patterns_per_s"]}
+               "queue_ceiling_patterns_per_s": by_shards.get(default, by_shards[str(shards[-1])])["patterns_per_s"],
+               "queue_ceiling_by_shards": by_shards}
         if payload == "peaks":
             torch.set_num_threads(1)
             renderer = TorchRenderer("cpu")
@@ -162,6 +241,10 @@ def main(argv=None) -> int:
     p.add_argument("--simulation", default="default", help="conf/simulation/<name>.yaml for --payloads")
     p.add_argument("--patterns-per-crystal", type=int, default=1)
     p.add_argument("--json", help="write {'payloads': {...}} of --payloads here")
+    p.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4],
+                   help="queue shard counts of the --payloads ceiling (cluster.queue_shards)")
+    p.add_argument("--ceiling-actors", type=int, default=2,
+                   help="FixedProducer actors of the --payloads ceiling (at least one per shard)")
     args = p.parse_args(argv)
 
     from cluster.producer import NoiseProducerFactory, SyntheticProducerFactory
@@ -178,7 +261,8 @@ def main(argv=None) -> int:
         sim_cfg = SimulationConfig.from_yaml(Path(__file__).resolve().parents[1] / "conf" / "simulation"
                                              / f"{args.simulation}.yaml")
         report = {"payloads": bench_payloads(prepare_data().statistics, sim_cfg, args.batch_size, args.seconds,
-                                             args.queue_size, args.timeout, args.patterns_per_crystal),
+                                             args.queue_size, args.timeout, args.patterns_per_crystal,
+                                             args.shards, args.ceiling_actors),
                   "simulation": args.simulation, "batch_size": args.batch_size,
                   "patterns_per_crystal": args.patterns_per_crystal, "cpu_count": os.cpu_count(),
                   "load_average": os.getloadavg()}

@@ -61,8 +61,9 @@ class ClusterConfig:
             made. One actor serves a few hundred calls/s; more shards lift that ceiling where there
             are cores to run them (figures: ``benchmarks/bench_stream.py --payloads``).
         prefetch: batches a consumer's background thread pulls ahead from the queue (0: none), so
-            the transfer overlaps with the training step; above 1, that many queue gets are in flight and
-            Ray may serve them in any order, so one actor's batches can arrive swapped.
+            the transfer overlaps with the training step. That many queue gets are in flight (at least
+            one per shard), each taking up to a few queued batches; with more than one get in flight
+            on a shard, Ray may serve them in any order, so one actor's batches can arrive swapped.
         dtype: dtype of the patterns crossing the queue ("float16" halves the payload).
         payload: what synthetic producers send: "array" (rendered (B, N) patterns of ``dtype``) or
             "peaks" (peak lists and per-pattern draws, :class:`cluster.peak_batch.PeakBatch`, rendered

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 # the odd qsize; a threaded actor keeps one thread per call in progress.
 SHARD_CONCURRENCY = 64
 
+# Batches one prefetching get takes at most: when the queue is backlogged (the trainer is the slower
+# side), one call hands over several, so the consumer pays a call per several batches.
+GET_MAX_ITEMS = 8
+
 
 class Empty(Exception):
     """No batch arrived within the timeout."""
@@ -160,10 +164,15 @@ class ShardedQueue:
                 log.warning("a queued batch was lost with its generation actor; skipped (%s)", type(exc).__name__)
         return out, lost
 
-    def qsize(self) -> int:
+    def qsize(self, timeout: float | None = None) -> int | None:
+        """Batches queued in all shards; None if they did not all answer within ``timeout`` s."""
         import ray
+        from ray.exceptions import GetTimeoutError
 
-        return int(sum(ray.get([s.qsize.remote() for s in self.shards])))
+        try:
+            return int(sum(ray.get([s.qsize.remote() for s in self.shards], timeout=timeout)))
+        except GetTimeoutError:
+            return None
 
     def shutdown(self) -> None:
         import ray

@@ -8,8 +8,8 @@ dead actor is replaced by a fresh one with a new seed from the same tree (its ba
 are lost with it and skipped), and ``get`` raises ``TimeoutError`` with a diagnosis instead of hanging.
 
 Transport: a consumer with ``prefetch`` > 0 keeps ``prefetch`` queue gets in flight (at least one
-per shard), each taking up to ``prefetch`` batches, so the latency of one call to a shard overlaps
-the others' instead of adding up per batch.
+per shard), each taking up to ``cluster.queue.GET_MAX_ITEMS`` queued batches, so the latency of one
+call to a shard overlaps the others' and a backlog crosses in few calls.
 
 The other sources (in-process, fixed arrays) and ``make_source`` are in :mod:`cluster.sources`.
 """
@@ -29,7 +29,7 @@ from cluster.batch import Batch
 from cluster.config import ClusterConfig, to_dataclass
 from cluster.connect import init_ray
 from cluster.producer import ProducerFactory
-from cluster.queue import Puller, ShardedQueue
+from cluster.queue import GET_MAX_ITEMS, Puller, ShardedQueue
 from generator.seeding import GENERATION, seed_for
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class QueueConsumer:
         self.prefetch = int(prefetch)
         self._clock = _WaitClock()
         # prefetch 0: one get in flight per shard, one batch at a time, pulled by ``get`` itself
-        self._puller = Puller(queue, self.prefetch, max(1, self.prefetch), self.poll_s)
+        self._puller = Puller(queue, self.prefetch, GET_MAX_ITEMS if self.prefetch > 0 else 1, self.poll_s)
         self._local: stdqueue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._stop_pull = threading.Event()
@@ -342,7 +342,7 @@ class RayStream(QueueConsumer):
         import ray
 
         msg = (f"{len(self.slots)} generation actors, {self.replacements} replaced, queue length "
-               f"{self.queue.qsize()}, CPUs free/total {ray.available_resources().get('CPU', 0)}/"
+               f"{self.queue.qsize(self.cfg.stats_timeout_s)}, CPUs free/total {ray.available_resources().get('CPU', 0)}/"
                f"{ray.cluster_resources().get('CPU', 0)} ({self.cfg.actor_cpus} per actor). The producers are "
                f"slower than the timeout, cannot be scheduled, or keep dying")
         if self.deaths:

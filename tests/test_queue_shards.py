@@ -48,6 +48,9 @@ def test_two_shards_deliver_every_batch_once_in_producer_order(ray_local):
     taken = [0, 0]
     with RayStream(f, _cfg(prefetch=1)) as stream:
         assert len(stream.queue.shards) == 2
+        deadline = time.monotonic() + 60      # both actors started (one may take seconds longer)
+        while min(ray.get([s.qsize.remote() for s in stream.queue.shards])) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
         for _ in range(24):
             b = stream.get(20.0)
             hits = [i for i in range(2) if np.array_equal(b.patterns, upcoming[i].patterns)

@@ -41,29 +41,33 @@ two runs each, load average 5-9 from other jobs, so the pipeline got ~0.4-1.2 of
 patterns/s wall clock, then patterns per CPU-second of all Ray processes, then of the consumer
 process alone):
 
-    peaks, 145/batch (3.4 kB/pattern)  1 shard  5,300-8,100/s   7,800-11,400/CPU-s  48,000-68,000
-                                       2 shards 6,900-7,100/s  10,400-10,700/CPU-s  55,000-59,000
-                                       4 shards 3,000-5,600/s   5,400-7,600/CPU-s   45,000-55,000
-    peaks, 870/batch (parkCNN, 2 patterns per crystal)
-                                       1 shard  PK870_1
-                                       2 shards PK870_2
-                                       4 shards PK870_4
-    array, 145/batch (17 kB/pattern)   1 shard  8,400-8,500/s   9,700-10,400/CPU-s  52,000-56,000
-                                       2 shards 6,200-10,000/s 10,300-11,000/CPU-s  55,000-56,000
-    array, 870/batch                   1 shard  AR870_1
-                                       2 shards AR870_2
+    peaks, 145/batch (3.4 kB/pattern)  1 shard   8,100-8,700/s  11,200-11,400/CPU-s  64,000-68,000
+                                       2 shards  7,100-9,900/s  10,400-12,300/CPU-s  55,000-64,000
+                                       4 shards  5,600-8,300/s   7,400-7,600/CPU-s   55,000-57,000
+    peaks, 870/batch (parkCNN,         1 shard  33,500-35,000/s 53,200-57,400/CPU-s 306,000-321,000
+      2 patterns per crystal)          2 shards 37,000-51,500/s 54,400-58,200/CPU-s 295,000-322,000
+                                       4 shards 39,800-55,200/s 36,100-54,800/CPU-s 312,000-417,000
+    array, 145/batch (17 kB/pattern)   1 shard   5,600-8,400/s   9,700/CPU-s         50,000-52,000
+                                       2 shards  9,900-10,100/s 11,000/CPU-s         55,000-60,000
+    array, 870/batch                   1 shard   6,200-20,200/s 14,700-29,700/CPU-s  80,000-155,000
+                                       2 shards 10,600-15,800/s 20,600-25,200/CPU-s 109,000-111,000
 
-The same load, old against new path side by side (peaks-sized stand-in payload, 2 producers): one
+Old against new path, measured once side by side in one Ray instance under the same load (a
+peaks-sized stand-in payload, 2 producers, not part of this script): one
 ``ray.util.queue.Queue`` with batches by value carried 4,700-7,700 patterns per CPU-s at 145 per
-batch and 34,000-36,000 at 870; two shards by reference 9,200 and 37,000-59,000.
+batch and 34,000-36,000 at 870; two light shards 9,100-9,200 (by value as by reference: on one
+node the reference saves little CPU; it keeps a queue call's cost independent of the payload and
+lets a batch go from its producer's node straight to the trainer's) and 37,000-59,000 at 870.
 
 On this 2-core machine the target of 100,000 patterns/s is not reached: at 145 patterns per batch
 the whole path costs ~0.1 ms of CPU per pattern (~10 cores for 100,000/s, spread over producers,
-shards and the consumer), and the consumer process alone caps near 50,000-70,000 patterns/s per
-core. At 870 per batch (parkCNN) the path costs ~54,000 patterns per CPU-s and the consumer alone
-300,000-420,000, so two free cores carry ~100,000/s. Extra shards pay off where the single queue
-actor's call rate is the limit (many producers on a cluster), not on two shared cores, where 4
-shards with 4 producers only add processes contending for them.
+shards and the consumer), and the consumer process alone caps near 55,000-68,000 patterns/s per
+core, so 145-pattern batches stay below the target even with free cores. At 870 per batch (parkCNN)
+the path costs ~55,000 patterns per CPU-s and the consumer alone ~300,000, so two free cores would
+carry ~100,000/s; measured here on the ~0.6-1.1 cores left by other jobs: 33,500-55,200/s.
+Extra shards pay off where one queue actor's call rate is the limit (many producers on a
+cluster), not on two shared cores, where 4 shards with 4 producers only add processes contending
+for them; the default of 2 (at most one per actor) costs nothing measurable here.
 """
 from __future__ import annotations
 

@@ -17,7 +17,12 @@ that ceiling (figures: ``benchmarks/bench_stream.py --payloads``):
 Ownership: a ``ray.put`` object belongs to the process that put it, so the batches of a generation
 actor that dies are lost with it (its queued references then point to nothing). The consumer skips
 such a batch (:meth:`ShardedQueue.resolve` drops it and counts it in ``batches_lost``); the
-replacement actor produces new ones.
+replacement actor produces new ones. (On one node such a batch often stays readable for about a
+second after its owner died, and is then delivered.) ``ShardedQueue(by_ref=False)`` passes the
+batches themselves instead, for comparisons.
+
+Memory: besides ``queue_size`` queued batches, a consumer holds up to ``GET_MAX_ITEMS`` batches per
+get in flight that it has taken but not yet handed to the trainer.
 
 Semantics kept from the single queue: the capacity (``queue_size`` batches in all, split evenly
 over the shards) bounds the memory, a full shard blocks its producers (backpressure), and with
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -40,10 +44,6 @@ SHARD_CONCURRENCY = 64
 # Batches one prefetching get takes at most: when the queue is backlogged (the trainer is the slower
 # side), one call hands over several, so the consumer pays a call per several batches.
 GET_MAX_ITEMS = 8
-
-
-class Empty(Exception):
-    """No batch arrived within the timeout."""
 
 
 def _shard_class():

@@ -53,8 +53,8 @@ def test_impossible_value_names_its_key(override, key):
 
 def test_cosine_needs_total_steps():
     with pytest.raises(ValueError, match=r"optimizer\.total_steps"):
-        validate_config(compose_train(["optimizer.schedule=cosine", "+optimizer.total_steps=0"]))
-    validate_config(compose_train(["optimizer.schedule=cosine", "+optimizer.total_steps=100"]))
+        validate_config(compose_train(["optimizer=adam", "optimizer.schedule=cosine", "+optimizer.total_steps=0"]))
+    validate_config(compose_train(["optimizer=adam", "optimizer.schedule=cosine", "+optimizer.total_steps=100"]))
 
 
 @pytest.mark.slow  # a Python start with torch and Hydra: ~7 s on a loaded machine

@@ -130,7 +130,8 @@ def trainer_command(cif_folder: Path, *overrides: str) -> list[str]:
     # seed 4 of a random 80:20 split keeps 225, 221 and 216 on the statistics side with >= 2 crystals each
     return [sys.executable, "-m", "trainer", "database=cif", f"database.path={cif_folder}", "database.workers=1",
             "split=random", "split.statistics_fraction=0.8", "split.seed=4", "statistics.min_crystals_per_class=2",
-            "cluster=local", "cluster.batch_size=8", "evaluation=none", "model.channels=4", "model.hidden=[16]",
+            "cluster=local", "cluster.batch_size=8", "evaluation=none", "model=parkcnn_small", "model.channels=4",
+            "model.hidden=[16]",
             "trainer.log_every=1", "trainer.checkpoint_every=1", "trainer.progress=false", *overrides]
 
 

@@ -8,6 +8,15 @@ import pytest
 from small_crystals import write_small_cifs
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance of 2 CPUs for the tests of one module (yields the ``ray`` module)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def bad_cif_folder(tmp_path_factory) -> Path:
     """The good CIFs plus garbage, empty and partially occupied files."""

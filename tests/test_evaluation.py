@@ -84,13 +84,6 @@ def test_make_evaluator_and_reserved_cpus():
     assert reserved_cpus({"backend": "local"}) == 0.0
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _cfg(**kw):
     return EvaluationConfig(**{"num_evaluators": 1, "evaluator_cpus": 1.0, "max_pending": 1, "topk": [1],
                                "gap_reference": "test_spglib", **kw})

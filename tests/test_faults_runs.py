@@ -34,14 +34,6 @@ def _one_torch_thread():
     yield from single_thread()
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 # ----------------------------------------------------------------------------------------- actors
 
 

@@ -16,13 +16,6 @@ from generator.seeding import GENERATION, seed_for
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _cfg(**kw) -> ClusterConfig:
     base = dict(num_actors=2, queue_shards=2, batch_size=4, queue_size=4, poll_s=0.2, put_timeout_s=0.2,
                 get_timeout_s=20.0, seed=3, actor_cpus=1.0)

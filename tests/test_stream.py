@@ -19,13 +19,6 @@ from cluster.sources import ArraySource, LocalStream, make_source
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _cfg(**kw) -> ClusterConfig:
     base = dict(num_actors=1, batch_size=8, queue_size=4, poll_s=0.2, put_timeout_s=0.2, get_timeout_s=20.0, seed=7)
     base.update(kw)

@@ -23,195 +23,33 @@ items, those whose space group is among the model's classes; ``top1_all``...: fr
 the rule of the in-training evaluators, see :mod:`evaluation.testsets`), and writes to the output
 folder ``metrics.json``, ``predictions.json`` and the PNGs ``top_k.png``,
 ``confusion_crystal_system.png``, ``recall_per_space_group.png`` and ``coverage_accuracy.png``.
-Defaults come from ``conf/inference/default.yaml`` (``evaluate`` node).
+Defaults come from ``conf/inference/default.yaml`` (``evaluate`` node). This module predicts and
+scores; the sets are loaded by :mod:`inference.labelled_sets` and the summary and files are written
+by :mod:`inference.evaluation_report` (their names are importable from here too).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
+from inference.command_line import config_and_arguments, load_predictor
+from inference.config import InferenceConfig
 from inference.ensemble import coverage_accuracy, refused
-from inference.readers import PatternError, read_pattern
-from inference.predict import (InferenceConfig, PatternPrediction, Predictor, load_config, resolve_checkpoints,
-                             split_config_argument)
+from inference.evaluation_report import EvaluationResult, format_summary, jsonable, write_plots, write_results
+from inference.labelled_sets import LabelledSet, heldout_config, load_cif_dir, load_heldout, load_manifest
+from inference.predictor import PatternPrediction, Predictor
+
+__all__ = ["EvaluationResult", "LabelledSet", "evaluate", "evaluate_predictions", "format_summary", "heldout_config",
+           "load_cif_dir", "load_heldout", "load_manifest", "main", "predict_set", "write_plots"]
 
 log = logging.getLogger(__name__)
-
-
-# -------------------------------------------------------------------------------- labelled sets
-
-
-@dataclass
-class LabelledSet:
-    """Items with true space groups; either measured ``patterns`` or ``structures`` to simulate.
-
-    Attributes:
-        name: set name for reports.
-        ids: one name per item (file path or entry id).
-        space_groups: (n,) true International numbers (0 where the item could not be labelled).
-        patterns: measured patterns, or the :class:`PatternError` of an unreadable file, per item.
-        structures: pymatgen Structures or SyntheticCrystals per item (None where unreadable).
-        errors: item index -> why it cannot be used (unreadable CIF, unlabelled...).
-        log_volumes: (n,) true natural-log cell volumes where known (NaN elsewhere), or None.
-        wavelengths: per-item measurement wavelength from the manifest (None: file or default).
-        simulate: for simulated sets that must match the in-training evaluators: a callable taking a
-            member's simulation config and returning ((n, N) model inputs, (n,) bool simulated);
-            used instead of simulating ``structures`` one by one.
-    """
-
-    name: str
-    ids: list[str]
-    space_groups: np.ndarray
-    patterns: Optional[list] = None
-    structures: Optional[list] = None
-    errors: dict[int, str] = field(default_factory=dict)
-    log_volumes: Optional[np.ndarray] = None
-    wavelengths: Optional[list] = None
-    simulate: Optional[Any] = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def _column(row: dict, names: Sequence[str]) -> Optional[str]:
-    for n in names:
-        for key, value in row.items():
-            if key is not None and key.strip().lower() == n and value not in (None, ""):
-                return value.strip()
-    return None
-
-
-def load_manifest(path: str | Path) -> LabelledSet:
-    """Measured patterns listed in a manifest CSV (file paths relative to the CSV's folder)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} not found")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path}: the manifest has no rows")
-    ids, sgs, patterns, errors, wls = [], [], [], {}, []
-    for i, row in enumerate(rows):
-        file = _column(row, ("pattern_file", "file", "path", "pattern"))
-        sg = _column(row, ("space_group", "spacegroup", "sg", "label"))
-        name = _column(row, ("name", "id")) or file or f"row {i + 2}"
-        ids.append(name)
-        wl = _column(row, ("wavelength",))
-        wls.append(float(wl) if wl else None)
-        try:
-            sgs.append(int(sg) if sg is not None else 0)
-            if not 1 <= sgs[-1] <= 230:
-                raise ValueError
-        except ValueError:
-            sgs[-1:] = [0]
-            errors[i] = f"{path}, row {i + 2}: space group {sg!r} is not a number in 1..230"
-        if file is None:
-            patterns.append(PatternError(f"{path}, row {i + 2}", "no pattern file given"))
-            errors.setdefault(i, f"{path}, row {i + 2}: no pattern file given")
-            continue
-        try:
-            patterns.append(read_pattern(path.parent / file))
-        except PatternError as err:
-            patterns.append(err)
-    return LabelledSet(name=path.stem if path.stem != "manifest" else path.parent.name, ids=ids,
-                       space_groups=np.asarray(sgs, np.int64), patterns=patterns, errors=errors, wavelengths=wls)
-
-
-def load_cif_dir(path: str | Path, symprec: Optional[float] = None, limit: Optional[int] = None) -> LabelledSet:
-    """CIF files under ``path`` (recursively), labelled by spglib under the project's symmetry policy."""
-    import warnings
-
-    from pymatgen.core import Structure
-
-    from generator.crystal import SyntheticCrystal
-    from generator.symmetry import SymmetryTolerance
-
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"CIF folder {path} not found")
-    files = sorted(path.rglob("*.cif"))
-    if limit is not None:
-        files = files[: int(limit)]
-    if not files:
-        raise ValueError(f"{path}: no *.cif files")
-    tol = SymmetryTolerance() if symprec is None else SymmetryTolerance(symprec=float(symprec))
-    ids, sgs, structures, errors, logv = [], [], [], {}, []
-    for i, f in enumerate(files):
-        ids.append(str(f.relative_to(path)))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                s = Structure.from_file(str(f))
-            c = SyntheticCrystal.from_structure(s)
-            sg = tol.space_group(c.lattice, c.frac_coords, c.atomic_numbers)
-            if sg == 0:
-                raise ValueError("spglib finds no space group")
-            structures.append(s)
-            sgs.append(sg)
-            logv.append(float(np.log(s.volume)))
-        except Exception as exc:  # any unreadable CIF is reported, the others are evaluated
-            structures.append(None)
-            sgs.append(0)
-            logv.append(np.nan)
-            errors[i] = f"{f}: cannot be used ({exc})"
-    return LabelledSet(name=path.name, ids=ids, space_groups=np.asarray(sgs, np.int64), structures=structures,
-                       errors=errors, log_volumes=np.asarray(logv))
-
-
-def heldout_config(run_config: Optional[dict], limit: Optional[int] = None, seed: Optional[int] = None):
-    """The run's ``evaluation`` settings (``evaluation.config.EvaluationConfig``) with ``limit`` as
-    ``max_test_crystals`` and ``seed`` as its seed where given."""
-    from cluster.config import to_dataclass
-    from evaluation.config import EvaluationConfig
-
-    node = (run_config or {}).get("evaluation") if isinstance(run_config, dict) else None
-    known = set(EvaluationConfig.__dataclass_fields__)
-    cfg = to_dataclass(EvaluationConfig, {k: v for k, v in dict(node or {}).items() if k in known})
-    if limit is not None:
-        cfg.max_test_crystals = int(limit)
-    if seed is not None:
-        cfg.seed = int(seed)
-    return cfg
-
-
-def load_heldout(run_config: dict, limit: Optional[int] = None, seed: Optional[int] = None) -> LabelledSet:
-    """The held-out (test) side of the split a checkpoint was trained with (``meta.config``), as the
-    in-training evaluators score it (their "test_spglib" set): the crystals of
-    ``evaluation.testsets.heldout_ids`` with ``limit`` as ``max_test_crystals`` (None: the run's
-    ``evaluation.max_test_crystals``) and ``seed`` (None: the run's ``evaluation.seed``), spglib labels,
-    and the patterns of ``evaluation.testsets.heldout_patterns`` (same simulation stream, impurity
-    partners, dtype and pattern cache)."""
-    from evaluation.testsets import heldout_ids, heldout_patterns
-    from generator.pipeline import prepare_data
-
-    prepared = prepare_data(run_config or None)
-    cfg = heldout_config(run_config, limit, seed)
-    ids = heldout_ids(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed)
-    records = [prepared.database[i] for i in ids]
-
-    def simulate(simulation_cfg):
-        from simulator import make_representation
-
-        got, _, patterns, ok = heldout_patterns(prepared, cfg, make_representation(simulation_cfg or None))
-        if got != ids:
-            raise RuntimeError("held-out crystals differ between the listing and the simulation")
-        x = np.asarray(patterns, np.float32)
-        x[~ok] = 0.0
-        return x, ok
-
-    return LabelledSet(name=f"heldout-{prepared.split.kind}", ids=ids,
-                       space_groups=np.asarray([r.space_group for r in records], np.int64),
-                       structures=[r.to_crystal() for r in records],
-                       log_volumes=np.log(np.asarray([r.volume for r in records], float)), simulate=simulate)
 
 
 # ---------------------------------------------------------------------------------- predicting
@@ -250,10 +88,9 @@ def _simulated_predictions(predictor: Predictor, data: LabelledSet, seed: int) -
                                  n_members=len(predictor.members)) for i in range(n)]
     good = np.flatnonzero(ok)
     if len(good):
-        ens = predictor.ensemble([inputs[predictor.spec_keys[id(m)]][good] for m in predictor.members])
-        for j, i in enumerate(good):
+        for i in good:
             results[i] = PatternPrediction(source=data.ids[i], n_members=len(predictor.members), coverage=1.0)
-            predictor.fill_prediction(results[i], ens, j)
+        predictor.fill_predictions(results, good, [inputs[predictor.spec_keys[id(m)]][good] for m in predictor.members])
     return results
 
 
@@ -370,55 +207,6 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
     return out
 
 
-def write_plots(metrics: dict, out_dir: str | Path, title: str = "") -> list[Path]:
-    """The four PNGs of an evaluation (nothing when no item was answered)."""
-    from inference import reports
-
-    out_dir = Path(out_dir)
-    if not metrics.get("n"):
-        return []
-    paths = []
-    ks = sorted(int(k) for k in metrics["top_k_curve"])
-    paths.append(reports.plot_top_k(ks, [metrics["top_k_curve"][k] for k in ks], out_dir / "top_k.png",
-                                    f"Top-k accuracy, {title} (n={metrics['n']} in the model's classes)"))
-    cm = metrics["confusion_crystal_system"]
-    paths.append(reports.plot_confusion(np.asarray(cm["matrix"]), cm["labels"], out_dir / "confusion_crystal_system.png",
-                                        f"Crystal systems, {title}"))
-    recall = metrics["per_space_group_recall"]
-    sgs = sorted(int(s) for s in recall)
-    paths.append(reports.plot_recall(sgs, [recall[s] for s in sgs],
-                                     [metrics["support_per_space_group"][s] for s in sgs],
-                                     out_dir / "recall_per_space_group.png", f"Per-space-group recall, {title}"))
-    ca = metrics["coverage_accuracy"]
-    acc = [np.nan if a is None else a for a in ca["accuracy"]]
-    paths.append(reports.plot_coverage_accuracy(ca["thresholds"], ca["coverage"], acc, out_dir / "coverage_accuracy.png",
-                                                metrics["refusal"]["threshold"], f"Refusal, {title}"))
-    return paths
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-@dataclass
-class EvaluationResult:
-    """Metrics, per-item predictions and the files written."""
-
-    metrics: dict
-    predictions: list[PatternPrediction]
-    true_space_groups: np.ndarray
-    ids: list[str] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-
-
 def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None = None,
              cfg: InferenceConfig | None = None, wavelength: Optional[float] = None,
              checkpoints: Sequence[str] = ()) -> EvaluationResult:
@@ -434,61 +222,12 @@ def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None
                "temperatures": predictor.temperatures, **metrics}
     out = EvaluationResult(metrics=metrics, predictions=results, true_space_groups=data.space_groups, ids=list(data.ids))
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        items = []
-        for name, r, t in zip(data.ids, results, data.space_groups):
-            d = {"id": name, **r.to_dict()}
-            d["true_space_group"] = int(t)
-            d["correct_top1"] = bool(r.ok and r.candidates and r.candidates[0].space_group == int(t))
-            items.append(d)
-        (out_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
-        (out_dir / "predictions.json").write_text(json.dumps(_jsonable(items), indent=2))
-        out.files = [out_dir / "metrics.json", out_dir / "predictions.json"] + write_plots(metrics, out_dir, data.name)
+        out.files = write_results(out, out_dir, data.name)
     return out
 
 
-def format_summary(result: EvaluationResult) -> str:
-    m = result.metrics
-    n, n_all = m["n"], m["n"] + m["n_out_of_scope"]
-
-    def pct(x):
-        return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
-
-    lines = [f"{m['set']}: {m['n_items']} items, {m['n_answered']} answered, {m['n_errors']} unusable, "
-             f"{m['n_out_of_scope']} with a space group outside the model's {m['model_classes']} classes"]
-    for k in (1, 5, 10):
-        if f"top{k}_count" in m:
-            lines.append(f"  top-{k:<2} {m[f'top{k}_count']:>5} of {n} scored ({pct(m[f'top{k}'])}), "
-                         f"of {n_all} with out-of-scope ({pct(m[f'top{k}_all'])})")
-    if m.get("n_answered"):
-        lines.append(f"  crystal system {m['crystal_system_count']:>3} of {n_all}  ({pct(m['crystal_system_accuracy_all'])})")
-        r = m["refusal"]
-        acc = "n/a" if r["accuracy_kept"] is None else f"{100 * r['accuracy_kept']:.1f} %"
-        source = {"calibration": " (calibrated)", "option": " (given)"}.get(r.get("source", ""), "")
-        lines.append(f"  refusal at {r['threshold']:.2f}{source}: {r['kept']} kept, {r['correct_kept']} of them right ({acc})")
-        temps = m.get("temperatures") or []
-        if any(abs(t - 1.0) > 1e-12 for t in temps):
-            lines.append("  calibrated: logits divided by temperature " + ", ".join(f"{t:.3f}" for t in temps))
-        if "log_volume_mae" in m:
-            lines.append(f"  log-volume MAE {m['log_volume_mae']:.3f}")
-    for name, r, t in zip(result.ids, result.predictions, result.true_space_groups):
-        if r.ok:
-            top = r.candidates[0]
-            mark = "ok " if top.space_group == int(t) else "   "
-            rank = next((i + 1 for i, c in enumerate(r.candidates) if c.space_group == int(t)), None)
-            lines.append(f"  {mark}{name}: true {int(t)}, predicted {top.space_group} ({top.symbol}) "
-                         f"p={top.probability:.2f}" + (f", true at rank {rank}" if rank and rank > 1 else "")
-                         + (" [refused]" if r.refused else ""))
-        else:
-            lines.append(f"  ERR {name}: {r.error}")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config_path, argv = split_config_argument(argv)
-    cfg = load_config(config_path)
+    cfg, argv = config_and_arguments(argv)
     ev = cfg.evaluate
     ap = argparse.ArgumentParser(prog="python -m inference.evaluate", description="Evaluate classifiers on a labelled set.")
     ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints),
@@ -516,8 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.device, cfg.wavelength = args.device, args.wavelength
     cfg.top_k = max(args.top_k, ev.max_k)
     try:
-        checkpoints = resolve_checkpoints(args.checkpoint)
-        predictor = Predictor.from_checkpoints(checkpoints, cfg, refusal_threshold=args.threshold)
+        checkpoints, predictor = load_predictor(args.checkpoint, cfg, args.threshold)
         if args.manifest:
             data = load_manifest(args.manifest)
         elif args.cif_dir:
@@ -531,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     result = evaluate(predictor, data, args.output_dir, cfg, args.wavelength, checkpoints)
     if args.json:
-        print(json.dumps(_jsonable(result.metrics), indent=2))
+        print(json.dumps(jsonable(result.metrics), indent=2))
     else:
         print(format_summary(result), end="")
         print(f"results in {args.output_dir}: " + ", ".join(p.name for p in result.files))

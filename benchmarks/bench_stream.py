@@ -7,8 +7,10 @@
 
 ``--payloads`` compares, side by side, what generation actors send: rendered float16 patterns
 ("array") against peak lists and draws rendered by the trainer ("peaks", cluster.payload=peaks):
-bytes per pattern, patterns per second of one producer core (for peaks: the producer's work, plus
-the consumer's torch rendering on CPU measured separately) and the ceiling of the Ray queue:
+bytes per pattern, patterns per second of one producer core in-process (wall clock and per CPU-second
+of that process: the second holds under a shared load), what one Ray generation actor delivers to the
+consumer, the consumer's torch rendering of peak payloads on CPU (measured separately) and the
+ceiling of the Ray queue:
 ``--ceiling-actors`` FixedProducer actors (at least one per shard) re-sending one fixed batch, for
 every queue shard count of ``--shards`` (cluster.queue_shards). Besides patterns/s it reports the
 CPU seconds that all processes of the local Ray instance (and the consumer's own, alone) spent per
@@ -204,7 +206,16 @@ def bench_payloads(stats, simulation_cfg, batch_size: int, seconds: float, queue
                   f"(consumer process alone: {r['consumer_patterns_per_cpu_s'] or 0:,.0f})",
                   flush=True)
         default = str(ClusterConfig().queue_shards)
+        # One generation actor feeding the consumer through Ray: what a core delivers, not only makes.
+        one = bench_ray(factory, 1, seconds, queue_size, timeout)
+        print(f"{payload}: in-process {local['patterns_per_s']:,.0f} patterns/s "
+              f"({local['patterns_per_cpu_s'] or 0:,.0f} per CPU-s); one Ray actor delivered "
+              f"{one['patterns_per_s']:,.0f} patterns/s ({one['patterns_per_cpu_s'] or 0:,.0f} per CPU-s of all "
+              f"Ray processes and the consumer)", flush=True)
         row = {"bytes_per_pattern": nbytes / len(batch), "patterns_per_s_per_core": local["patterns_per_s"],
+               "patterns_per_cpu_s_per_core": local["patterns_per_cpu_s"],
+               "delivered_patterns_per_s_one_actor": one["patterns_per_s"],
+               "delivered_patterns_per_cpu_s_one_actor": one["patterns_per_cpu_s"],
                "queue_ceiling_patterns_per_s": by_shards.get(default, by_shards[str(shards[-1])])["patterns_per_s"],
                "queue_ceiling_by_shards": by_shards}
         if payload == "peaks":

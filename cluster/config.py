@@ -62,8 +62,17 @@ class ClusterConfig:
             are cores to run them (figures: ``benchmarks/bench_stream.py --payloads``).
         prefetch: batches a consumer's background thread pulls ahead from the queue (0: none), so
             the transfer overlaps with the training step. That many queue gets are in flight (at least
-            one per shard), each taking up to a few queued batches; with more than one get in flight
-            on a shard, Ray may serve them in any order, so one actor's batches can arrive swapped.
+            one per shard), each taking up to ``get_max_items`` queued batches; with more than one get
+            in flight on a shard, Ray may serve them in any order, so one actor's batches can arrive
+            swapped.
+        get_max_items: batches one prefetching queue get takes at most: when the queue is backlogged
+            (the trainer is the slower side) one call hands over several, so the consumer pays one
+            call per several batches. Besides ``queue_size`` queued batches a consumer then holds up
+            to this many per get in flight. Without prefetch a get takes one batch.
+        shard_concurrency: calls one queue shard actor serves at once (its producers' blocking puts,
+            the consumers' blocking gets, the odd qsize); a threaded actor keeps one thread per call
+            in progress, so it must exceed the producers plus gets in flight on one shard, or a call
+            waits for a free thread.
         dtype: dtype of the patterns crossing the queue ("float16" halves the payload).
         payload: what synthetic producers send: "array" (rendered (B, N) patterns of ``dtype``) or
             "peaks" (peak lists and per-pattern draws, :class:`cluster.peak_batch.PeakBatch`, rendered
@@ -89,6 +98,8 @@ class ClusterConfig:
     queue_size: int = 16
     queue_shards: int = 2
     prefetch: int = 2
+    get_max_items: int = 8
+    shard_concurrency: int = 64
     dtype: str = "float16"
     payload: str = "array"
     get_timeout_s: float = 300.0
@@ -111,6 +122,9 @@ class ClusterConfig:
         check(self.queue_size >= 1, f"{prefix}.queue_size", f"must be >= 1, got {self.queue_size}")
         check(self.queue_shards >= 1, f"{prefix}.queue_shards", f"must be >= 1, got {self.queue_shards}")
         check(self.prefetch >= 0, f"{prefix}.prefetch", f"must be >= 0, got {self.prefetch}")
+        check(self.get_max_items >= 1, f"{prefix}.get_max_items", f"must be >= 1, got {self.get_max_items}")
+        check(self.shard_concurrency >= 1, f"{prefix}.shard_concurrency",
+              f"must be >= 1, got {self.shard_concurrency}")
         check(self.num_actors is None or self.num_actors >= 1, f"{prefix}.num_actors",
               f"must be null (derived from the CPUs) or >= 1, got {self.num_actors}")
         check(self.num_cpus is None or self.num_cpus >= 1, f"{prefix}.num_cpus",

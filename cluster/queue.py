@@ -21,8 +21,12 @@ replacement actor produces new ones. (On one node such a batch often stays reada
 second after its owner died, and is then delivered.) ``ShardedQueue(by_ref=False)`` passes the
 batches themselves instead, for comparisons.
 
-Memory: besides ``queue_size`` queued batches, a consumer holds up to ``GET_MAX_ITEMS`` batches per
-get in flight that it has taken but not yet handed to the trainer.
+Memory: besides ``queue_size`` queued batches, a consumer holds up to ``cluster.get_max_items``
+batches per get in flight that it has taken but not yet handed to the trainer.
+
+Knobs: ``cluster.shard_concurrency`` (calls one shard serves at once) and ``cluster.get_max_items``
+(batches one prefetching get takes) live in :class:`cluster.config.ClusterConfig`; the defaults here
+are that dataclass's.
 
 Semantics kept from the single queue: the capacity (``queue_size`` batches in all, split evenly
 over the shards) bounds the memory, a full shard blocks its producers (backpressure), and with
@@ -33,23 +37,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, Optional
+
+from cluster.config import ClusterConfig
 
 log = logging.getLogger(__name__)
 
-# Calls one shard serves at once: its producers' blocking puts, the consumers' blocking gets and
-# the odd qsize; a threaded actor keeps one thread per call in progress.
-SHARD_CONCURRENCY = 64
 
-# Batches one prefetching get takes at most: when the queue is backlogged (the trainer is the slower
-# side), one call hands over several, so the consumer pays a call per several batches.
-GET_MAX_ITEMS = 8
-
-
-def _shard_class():
+def _shard_class(max_concurrency: int):
+    """The shard actor class serving up to ``max_concurrency`` calls at once (``cluster.shard_concurrency``)."""
     import ray
 
-    @ray.remote(max_concurrency=SHARD_CONCURRENCY)
+    @ray.remote(max_concurrency=int(max_concurrency))
     class _Shard:
         """A bounded FIFO of items; ``put`` and ``get`` block (up to a timeout) on a condition."""
 
@@ -101,9 +100,15 @@ class ShardedQueue:
 
     @classmethod
     def create(cls, queue_size: int, n_shards: int, by_ref: bool = True,
-               actor_options: dict | None = None) -> "ShardedQueue":
+               actor_options: dict | None = None, concurrency: Optional[int] = None) -> "ShardedQueue":
+        """``n_shards`` shard actors holding ``queue_size`` batches in all, each serving up to
+        ``concurrency`` calls at once (None: ``ClusterConfig``'s ``shard_concurrency`` default)."""
+        if concurrency is None:
+            concurrency = ClusterConfig.shard_concurrency
+        if int(concurrency) < 1:
+            raise ValueError(f"cluster.shard_concurrency must be >= 1, got {concurrency}")
         cap = shard_capacity(queue_size, n_shards)
-        cls_ = _shard_class()
+        cls_ = _shard_class(concurrency)
         opts = {"num_cpus": 0, "max_restarts": 0, **(actor_options or {})}
         return cls([cls_.options(**opts).remote(cap) for _ in range(n_shards)], by_ref)
 

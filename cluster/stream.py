@@ -8,7 +8,7 @@ dead actor is replaced by a fresh one with a new seed from the same tree (its ba
 are lost with it and skipped), and ``get`` raises ``TimeoutError`` with a diagnosis instead of hanging.
 
 Transport: a consumer with ``prefetch`` > 0 keeps ``prefetch`` queue gets in flight (at least one
-per shard), each taking up to ``cluster.queue.GET_MAX_ITEMS`` queued batches, so the latency of one
+per shard), each taking up to ``cluster.get_max_items`` queued batches, so the latency of one
 call to a shard overlaps the others' and a backlog crosses in few calls.
 
 The other sources (in-process, fixed arrays) and ``make_source`` are in :mod:`cluster.sources`.
@@ -29,7 +29,7 @@ from cluster.batch import Batch
 from cluster.config import ClusterConfig, to_dataclass
 from cluster.connect import init_ray
 from cluster.producer import ProducerFactory
-from cluster.queue import GET_MAX_ITEMS, Puller, ShardedQueue
+from cluster.queue import Puller, ShardedQueue
 from generator.seeding import GENERATION, seed_for
 
 log = logging.getLogger(__name__)
@@ -136,27 +136,34 @@ class QueueConsumer:
     """A picklable view of a stream's queue, for consumers in other processes (e.g. Ray Train workers).
 
     With ``prefetch`` > 0 a background thread keeps up to that many batches in the consumer's
-    process, so the transfer from the queue shards overlaps with training. Only ``get`` pulls;
+    process, so the transfer from the queue shards overlaps with training; each of its gets takes up
+    to ``get_max_items`` queued batches (None: ``ClusterConfig``'s default). Only ``get`` pulls;
     producers, health checks and replacement stay with the owning ``RayStream``.
     """
 
-    def __init__(self, queue: ShardedQueue, poll_s: float = 1.0, prefetch: int = 2):
+    def __init__(self, queue: ShardedQueue, poll_s: float = 1.0, prefetch: int = 2,
+                 get_max_items: int | None = None):
         self.queue = queue
         self.poll_s = float(poll_s)
         self.prefetch = int(prefetch)
+        self.get_max_items = int(ClusterConfig.get_max_items if get_max_items is None else get_max_items)
+        if self.get_max_items < 1:
+            raise ValueError(f"cluster.get_max_items must be >= 1, got {self.get_max_items}")
         self._clock = _WaitClock()
         # prefetch 0: one get in flight per shard, one batch at a time, pulled by ``get`` itself
-        self._puller = Puller(queue, self.prefetch, GET_MAX_ITEMS if self.prefetch > 0 else 1, self.poll_s)
+        self._puller = Puller(queue, self.prefetch, self.get_max_items if self.prefetch > 0 else 1, self.poll_s)
         self._local: stdqueue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._stop_pull = threading.Event()
         self._pull_error: BaseException | None = None
 
     def __getstate__(self):
-        return {"queue": self.queue, "poll_s": self.poll_s, "prefetch": self.prefetch}
+        return {"queue": self.queue, "poll_s": self.poll_s, "prefetch": self.prefetch,
+                "get_max_items": self.get_max_items}
 
     def __setstate__(self, state):
-        QueueConsumer.__init__(self, state["queue"], state["poll_s"], state.get("prefetch", 2))
+        QueueConsumer.__init__(self, state["queue"], state["poll_s"], state.get("prefetch", 2),
+                               state.get("get_max_items"))
 
     def _pull(self) -> None:
         # Several gets in flight (the shards serve them concurrently): one round trip's latency
@@ -256,8 +263,9 @@ class RayStream(QueueConsumer):
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         queue = ShardedQueue.create(cfg.queue_size, min(cfg.queue_shards, self.num_actors),
-                                    actor_options={"scheduling_strategy": here})
-        super().__init__(queue, cfg.poll_s, cfg.prefetch)
+                                    actor_options={"scheduling_strategy": here},
+                                    concurrency=cfg.shard_concurrency)
+        super().__init__(queue, cfg.poll_s, cfg.prefetch, cfg.get_max_items)
         self._actor_cls = _generation_actor_class()
         self.replacements = 0
         self.deaths: list[str] = []
@@ -358,7 +366,7 @@ class RayStream(QueueConsumer):
 
     def consumer(self) -> QueueConsumer:
         """A picklable handle for consumers in other processes."""
-        return QueueConsumer(self.queue, self.poll_s, self.prefetch)
+        return QueueConsumer(self.queue, self.poll_s, self.prefetch, self.get_max_items)
 
     # -- metrics -------------------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ def test_shipped_configs_are_valid(name):
     ("cluster.patterns_per_crystal=0", "cluster.patterns_per_crystal"),
     ("cluster.patterns_per_crystal=7", "cluster.patterns_per_crystal"),   # does not divide the batch
     ("cluster.queue_size=0", "cluster.queue_size"),
+    ("cluster.get_max_items=0", "cluster.get_max_items"),
+    ("cluster.shard_concurrency=0", "cluster.shard_concurrency"),
     ("cluster.num_actors=0", "cluster.num_actors"),
     ("cluster.source=nowhere", "cluster.source"),
     ("trainer.max_steps=-1", "trainer.max_steps"),

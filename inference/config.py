@@ -23,7 +23,7 @@ class EvaluateConfig:
     manifest: Optional[str] = None
     cif_dir: Optional[str] = None
     heldout: bool = False
-    output_dir: str = "evaluation"
+    output_dir: str = "outputs/evaluate"
     max_k: int = 10
     thresholds: int = 21
     seed: int = 0

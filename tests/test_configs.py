@@ -11,7 +11,7 @@ from trainer.config import LoggerConfig, ModelConfig, OptimizerConfig, TrainerCo
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-CPU_BUDGET = {"tiong_msdn", "measured_convnet",  # experiments sized for CPUs (documented in each file)
+CPU_BUDGET = {"tiong_msdn", "measured_convnet", "measured_logq",  # experiments sized for CPUs (documented in each file)
               "ozaki_ideal", "liu_pdf", "vecsei_dense"}
 
 

@@ -14,26 +14,32 @@ It is written into a temporary sibling directory and moved into place with ``os.
 reader never sees half a checkpoint. The run's checkpoint folder keeps ``latest.json`` pointing
 at the newest complete one; any of the folder, ``latest.json``, the step directory or a file in
 it can be passed to :func:`load_for_inference` or ``trainer.resume=PATH``.
+
+The meta is :class:`trainer.checkpoint_meta.CheckpointMeta`, the RNG snapshot :mod:`trainer.rng` and
+the atomic text write :mod:`trainer.atomic_io`; all are importable from here too.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import random
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-FORMAT_VERSION = 1
+# The meta, the RNG snapshot and the atomic writes live in their own modules; importers of this one
+# keep finding them here.
+from trainer.atomic_io import atomic_write_text, fsync_dir
+from trainer.checkpoint_meta import FORMAT_VERSION, CheckpointMeta  # noqa: F401 (FORMAT_VERSION re-exported)
+from trainer.rng import rng_state, set_rng_state  # noqa: F401 (set_rng_state re-exported)
+
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 STATE = "training_state.pt"
@@ -41,89 +47,6 @@ LATEST = "latest.json"
 CHECKPOINTS = "checkpoints"  # the run folder's checkpoint subfolder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CheckpointMeta:
-    """Everything needed to rebuild a model and feed it patterns it understands.
-
-    Attributes:
-        space_groups: International space-group numbers; index i is the model's class i.
-        model: the model config (``conf/model``) as a plain dict, for :func:`trainer.models.build_model`.
-        input_length: number of pattern points the model expects.
-        simulation: the simulation config the training patterns came from (grid / wavelength /
-            peak shape / preprocessing) as a plain dict; measured patterns must be brought onto it.
-        representation: the input representation with its parameters, ``describe()`` of
-            :mod:`simulator.representation` ({"kind", "axis", "shape", "config"}); empty in checkpoints
-            written before representations had kinds, which are 2-theta patterns of ``simulation``
-            (:meth:`input_representation` rebuilds either).
-        volume_norm: ``{"mean": m, "std": s}`` of the natural log of the conventional cell volume
-            (A^3) the volume head was trained on (prediction z -> log V = m + s z); None without
-            a volume head.
-        step: optimizer steps taken.
-        samples_seen: training patterns consumed (all workers).
-        config: the whole run config (resolved), for provenance.
-        metrics: last evaluation metrics at save time (may be empty).
-        final: True for the checkpoint written at the end of a run.
-        format_version: checkpoint layout version.
-        created: UTC time stamp.
-    """
-
-    space_groups: list[int]
-    model: dict
-    input_length: int
-    simulation: dict = field(default_factory=dict)
-    representation: dict = field(default_factory=dict)
-    volume_norm: Optional[dict] = None
-    step: int = 0
-    samples_seen: int = 0
-    config: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    final: bool = False
-    format_version: int = FORMAT_VERSION
-    created: str = ""
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.space_groups)
-
-    @property
-    def representation_kind(self) -> str:
-        """"two_theta", "ideal" or "pdf" (checkpoints without a representation: "two_theta")."""
-        return str((self.representation or {}).get("kind", "two_theta"))
-
-    def input_representation(self):
-        """The :mod:`simulator.representation` object that makes (and prepares measured) inputs for this model."""
-        from simulator.representation import from_description
-
-        return from_description(self.representation, self.simulation)
-
-    def log_volume(self, z: Any) -> Any:
-        """Natural log of the cell volume from the volume head's z-score output."""
-        if self.volume_norm is None:
-            raise ValueError("this checkpoint has no volume head normalisation")
-        return self.volume_norm["mean"] + self.volume_norm["std"] * z
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=_json_default)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "CheckpointMeta":
-        version = int(data.get("format_version", 1))
-        if version > FORMAT_VERSION:
-            raise ValueError(f"checkpoint format {version} is newer than this code understands ({FORMAT_VERSION})")
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -139,67 +62,7 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-# ----------------------------------------------------------------------------------------- RNG
-def rng_state() -> dict:
-    """Python, NumPy and torch (CPU and CUDA) RNG states as tensors and plain containers."""
-    py = random.getstate()
-    np_state = np.random.get_state()
-    state = {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Inverse of :func:`rng_state` (missing parts are left alone)."""
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        s = state["numpy"]
-        np.random.set_state(
-            ("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached_gaussian"])
-        )
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-
-
 # ---------------------------------------------------------------------------------------- save
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -234,7 +97,7 @@ def save_checkpoint(
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():
             trash = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.old"
             os.replace(final, trash)
@@ -242,7 +105,7 @@ def save_checkpoint(
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

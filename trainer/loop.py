@@ -3,40 +3,46 @@
 Runs in one process (``fit``) or in every worker of a Ray Train ``TorchTrainer``
 (``trainer.distributed``), where the model is wrapped in DDP and each worker pulls its own
 batches. Rank 0 logs, checkpoints and talks to the evaluators.
+
+The pieces of a step are their own modules: :mod:`trainer.batches` (check a batch, move it onto the
+device), :mod:`trainer.loss`, :mod:`trainer.device` (device and autocast precision),
+:mod:`trainer.rng` (seeding), :mod:`trainer.source_state` (the batch source's resumable state) and
+:mod:`trainer.progress`; their public names are importable from here too.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cluster.batch import Batch
-from cluster.peak_batch import PeakBatch
+# The step's pieces live in their own modules; importers of this one keep finding them here.
+from trainer.batches import check_batch, to_tensors
 from trainer.checkpoint import (
     CheckpointMeta,
     load_training_state,
     mark_latest,
     prune_checkpoints,
     save_checkpoint,
-    set_rng_state,
     unwrap,
 )
 from trainer.config import LoggerConfig, ModelConfig, OptimizerConfig, TrainerConfig, to_dict, typed
+from trainer.device import resolve_device, resolve_precision
 from trainer.hooks import EvaluationHook, collect
+from trainer.loss import compute_loss, crystal_system_of_classes
 from trainer.metrics_log import MetricsLog, plot_curves
 from trainer.models import build_model, count_parameters
 from trainer.models.heads import auxiliary_outputs
 from trainer.optim import make_optimizer, make_scheduler
+from trainer.progress import Progress
+from trainer.rng import seed_everything, set_rng_state
+from trainer.source_state import load_source_state, source_state
 
 log = logging.getLogger(__name__)
 
@@ -76,175 +82,12 @@ class FitResult:
     skipped_batches: int = 0
 
 
-# ------------------------------------------------------------------------------------ helpers
 def _json_safe(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if hasattr(obj, "item"):
         return obj.item()
     return str(obj)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        log.warning("CUDA requested but not available; training on the CPU")
-        return torch.device("cpu")
-    return device
-
-
-def resolve_precision(name: str, device: torch.device) -> Optional[torch.dtype]:
-    """Autocast dtype (None: full fp32). bf16 autocast only on CUDA devices that support it."""
-    if name == "fp32":
-        return None
-    if name not in ("auto", "bf16"):
-        raise ValueError(f"unknown precision {name!r} (auto | bf16 | fp32)")
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if name == "bf16":
-        log.warning("bf16 autocast needs a CUDA device with bf16 support; training in fp32")
-    return None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def check_batch(batch: Batch, n_classes: int, input_length: int, image_channels: Optional[int] = None) -> Optional[str]:
-    """Why a batch cannot be trained on (None if it can). ``image_channels``: the model reads (B, C, H, W)
-    images (zone-axis models) instead of (B, input_length) patterns."""
-    if isinstance(batch, PeakBatch):
-        return batch.check(n_classes, input_length)
-    p, y = batch.patterns, batch.labels
-    if image_channels is not None:
-        if p.ndim != 4 or p.shape[1] != image_channels:
-            return f"patterns of shape {tuple(p.shape)}, expected (B, {image_channels}, H, W) images"
-    elif p.ndim != 2 or p.shape[1] != input_length:
-        return f"patterns of shape {tuple(p.shape)}, expected (B, {input_length})"
-    if len(y) != len(p) or len(p) == 0:
-        return f"{len(p)} patterns but {len(y)} labels"
-    if (np.asarray(y) < 0).any() or (np.asarray(y) >= n_classes).any():
-        return f"labels outside [0, {n_classes})"
-    if not np.isfinite(np.asarray(p, np.float32)).all():
-        return "non-finite pattern values"
-    return None
-
-
-def to_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    non_blocking = device.type == "cuda"
-    if isinstance(batch, PeakBatch):  # peak payload (cluster.payload=peaks): rendered here, on the device
-        from cluster.torch_render import render_batch
-
-        y = torch.as_tensor(np.asarray(batch.labels, np.int64), device=device)
-        return render_batch(batch, device), y, torch.as_tensor(np.asarray(batch.log_volume, np.float32), device=device)
-    x = torch.from_numpy(np.ascontiguousarray(batch.patterns))
-    y = torch.from_numpy(np.asarray(batch.labels, np.int64))
-    v = torch.from_numpy(np.asarray(batch.log_volume, np.float32))
-    if non_blocking:
-        x, y, v = x.pin_memory(), y.pin_memory(), v.pin_memory()
-    x = x.to(device, non_blocking=non_blocking).float()
-    return x, y.to(device, non_blocking=non_blocking), v.to(device, non_blocking=non_blocking)
-
-
-def crystal_system_of_classes(space_groups: list[int], device: torch.device | None = None) -> torch.Tensor:
-    """(C,) int64: the crystal-system index (0 triclinic .. 6 cubic, ``generator.symmetry.CRYSTAL_SYSTEMS``)
-    of each class's space group: the targets of a crystal-system head."""
-    from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
-
-    return torch.tensor([CRYSTAL_SYSTEMS.index(crystal_system(int(s))) for s in space_groups], dtype=torch.int64,
-                        device=device)
-
-
-def compute_loss(out: dict[str, torch.Tensor], y: torch.Tensor, log_volume: torch.Tensor,
-                 volume_norm: Optional[dict], volume_weight: float,
-                 label_smoothing: float = 0.0, class_systems: Optional[torch.Tensor] = None,
-                 crystal_system_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Cross-entropy (optionally label-smoothed) plus ``volume_weight`` x MAE of the z-scored log volume
-    (when there is a volume head), plus ``crystal_system_weight`` x the cross-entropy of the crystal system
-    when the model has a crystal-system head (an output "crystal_system_logits" (B, 7); ``class_systems``
-    (C,) maps class -> crystal system, :func:`crystal_system_of_classes`). Models without these outputs
-    get the plain cross-entropy."""
-    logits = out["logits"].float()
-    ce = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-    parts = {"ce": ce.detach()}
-    loss = ce
-    if "log_volume" in out and volume_norm is not None:
-        z = (log_volume - volume_norm["mean"]) / volume_norm["std"]
-        mae = (out["log_volume"].float() - z).abs().mean()
-        parts["volume_mae"] = mae.detach()
-        loss = loss + volume_weight * mae
-    if "crystal_system_logits" in out and class_systems is not None:
-        cs_logits = out["crystal_system_logits"].float()
-        cs_target = class_systems.to(y.device)[y]
-        cs_ce = F.cross_entropy(cs_logits, cs_target, label_smoothing=label_smoothing)
-        parts["crystal_system_ce"] = cs_ce.detach()
-        parts["crystal_system_correct"] = (cs_logits.detach().argmax(1) == cs_target).sum()
-        loss = loss + crystal_system_weight * cs_ce
-    parts["correct"] = (logits.detach().argmax(1) == y).sum()
-    return loss, parts
-
-
-# ---------------------------------------------------------------------------- batch source state
-def source_state(source: Any) -> Optional[dict]:
-    """A resumable snapshot of a batch source (plain containers / tensors), if it has one."""
-    if hasattr(source, "state_dict"):
-        return source.state_dict()
-    from cluster import sources
-
-    if isinstance(source, sources.ArraySource):
-        return {"kind": "array", "rng": json.dumps(source.rng.bit_generator.state),
-                "order": torch.from_numpy(np.asarray(source._order, np.int64)), "epochs": int(source.epochs)}
-    return None
-
-
-def load_source_state(source: Any, state: Optional[dict]) -> bool:
-    """Restore :func:`source_state`; False if the source cannot be restored."""
-    if not state:
-        return False
-    if hasattr(source, "load_state_dict"):
-        source.load_state_dict(state)
-        return True
-    if state.get("kind") == "array" and hasattr(source, "rng") and hasattr(source, "_order"):
-        source.rng.bit_generator.state = json.loads(state["rng"])
-        source._order = state["order"].numpy().astype(np.int64)
-        source.epochs = int(state["epochs"])
-        return True
-    return False
-
-
-# ------------------------------------------------------------------------------------- the loop
-class _Progress:
-    """A rich bar on a terminal; elsewhere (a log file, CI, nohup) a log line at most every ``every_s`` seconds."""
-
-    def __init__(self, enabled: bool, total: int, start: int, every_s: float = 30.0):
-        from rich.console import Console
-
-        self.bar = None
-        self.total, self.every_s = total, every_s
-        self.enabled = enabled
-        self.last_line = time.perf_counter()
-        if enabled and Console().is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.description}"), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task("", total=total, completed=start)
-
-    def update(self, step: int, text: str = "") -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, **({"description": text} if text else {}))
-        elif self.enabled and text and time.perf_counter() - self.last_line >= self.every_s:
-            self.last_line = time.perf_counter()
-            log.info("train %d/%d: %s", step, self.total, text)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def fit(
@@ -365,7 +208,7 @@ def fit(
     has_cs_head = False  # set once the model returns crystal-system logits
     window = {"samples": 0, "steps": 0, "wait": 0.0, "t0": time.perf_counter()}
     bad_in_a_row, skipped_total = 0, 0
-    progress = _Progress(tcfg.progress and main, tcfg.max_steps, step)
+    progress = Progress(tcfg.progress and main, tcfg.max_steps, step)
     final_path: Optional[Path] = None
     last_train: dict = {}
     autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None

@@ -7,231 +7,32 @@ reference; actor i puts into shard i mod K). A full shard blocks its producers (
 dead actor is replaced by a fresh one with a new seed from the same tree (its batches still queued
 are lost with it and skipped), and ``get`` raises ``TimeoutError`` with a diagnosis instead of hanging.
 
-Transport: a consumer with ``prefetch`` > 0 keeps ``prefetch`` queue gets in flight (at least one
-per shard), each taking up to ``cluster.get_max_items`` queued batches, so the latency of one
-call to a shard overlaps the others' and a backlog crosses in few calls.
+The consumer's end (prefetching, timeouts, the picklable :class:`~cluster.consumer.QueueConsumer`
+that ``RayStream`` extends) is :mod:`cluster.consumer`; the generation actor class and
+:func:`~cluster.generation_actors.resolve_num_actors` are :mod:`cluster.generation_actors`. Their
+names are importable from here too.
 
 The other sources (in-process, fixed arrays) and ``make_source`` are in :mod:`cluster.sources`.
 """
 from __future__ import annotations
 
 import logging
-import queue as stdqueue
 import threading
 import time
-from collections import Counter, deque
-from dataclasses import dataclass
+from collections import Counter
 from typing import Any
-
-import numpy as np
 
 from cluster.batch import Batch
 from cluster.config import ClusterConfig, to_dataclass
 from cluster.connect import init_ray
+# _WaitClock: re-exported for the in-process sources (cluster.sources), which keep the same wait clock
+from cluster.consumer import QueueConsumer, _WaitClock, failure_reason  # noqa: F401
+from cluster.generation_actors import ActorSlot, generation_actor_class, resolve_num_actors
 from cluster.producer import ProducerFactory
-from cluster.queue import Puller, ShardedQueue
+from cluster.queue import ShardedQueue
 from generator.seeding import GENERATION, seed_for
 
 log = logging.getLogger(__name__)
-
-
-def _writable(batch: Batch) -> Batch:
-    """Arrays deserialised from Ray's object store are read-only views; give the trainer its own copy."""
-    if not hasattr(batch, "patterns"):  # a PeakBatch: only read by its renderer
-        return batch
-    if not batch.patterns.flags.writeable:
-        batch = Batch(np.array(batch.patterns), np.array(batch.labels), np.array(batch.space_groups),
-                      np.array(batch.log_volume))
-    return batch
-
-
-class _WaitClock:
-    """Trainer-side wait times of the last ``window`` gets."""
-
-    def __init__(self, window: int = 100):
-        self.waits: deque[float] = deque(maxlen=window)
-        self.total = 0.0
-        self.count = 0
-        self.started = time.monotonic()
-
-    def add(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.total += seconds
-        self.count += 1
-
-    def metrics(self) -> dict[str, float]:
-        return {
-            "batches_delivered": float(self.count),
-            "wait_s_last": float(self.waits[-1]) if self.waits else 0.0,
-            "wait_s_mean": float(np.mean(self.waits)) if self.waits else 0.0,
-            "wait_s_total": float(self.total),
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# In-process
-
-
-def _generation_actor_class():
-    import ray
-
-    @ray.remote(max_concurrency=3)
-    class GenerationActor:
-        """Owns one producer; ``run`` loops put-ing batches until ``stop`` (threaded actor)."""
-
-        def __init__(self, factory, seed, out_queue, shard, put_timeout_s: float):
-            import os
-
-            self.pid = os.getpid()
-            self.producer = factory(seed)
-            self.queue, self.shard = out_queue, shard
-            self.put_timeout_s = float(put_timeout_s)
-            self._stop = threading.Event()
-            self.put_blocked_s = 0.0
-            self.put_batches = 0
-            self._blocked_since = None
-
-        def run(self) -> int:
-            while not self._stop.is_set():
-                item = self.queue.item(self.producer.next_batch())
-                t0 = self._blocked_since = time.perf_counter()
-                while not self._stop.is_set():
-                    if self.queue.offer(self.shard, item, self.put_timeout_s):
-                        self.put_batches += 1
-                        break
-                self._blocked_since = None
-                self.put_blocked_s += time.perf_counter() - t0
-            return self.put_batches
-
-        def stats(self) -> dict:
-            since = self._blocked_since
-            blocked = self.put_blocked_s + (time.perf_counter() - since if since is not None else 0.0)
-            return {**self.producer.stats(), "put_batches": self.put_batches, "put_blocked_s": blocked,
-                    "pid": self.pid}
-
-        def getpid(self) -> int:
-            return self.pid
-
-        def node_id(self) -> str:
-            import ray
-
-            return ray.get_runtime_context().get_node_id()
-
-        def stop(self) -> None:
-            self._stop.set()
-
-    return GenerationActor
-
-
-@dataclass
-class _Slot:
-    index: int
-    incarnation: int
-    actor: Any
-    run_ref: Any
-    last_stats: dict | None = None
-
-
-class QueueConsumer:
-    """A picklable view of a stream's queue, for consumers in other processes (e.g. Ray Train workers).
-
-    With ``prefetch`` > 0 a background thread keeps up to that many batches in the consumer's
-    process, so the transfer from the queue shards overlaps with training; each of its gets takes up
-    to ``get_max_items`` queued batches (None: ``ClusterConfig``'s default). Only ``get`` pulls;
-    producers, health checks and replacement stay with the owning ``RayStream``.
-    """
-
-    def __init__(self, queue: ShardedQueue, poll_s: float = 1.0, prefetch: int = 2,
-                 get_max_items: int | None = None):
-        self.queue = queue
-        self.poll_s = float(poll_s)
-        self.prefetch = int(prefetch)
-        self.get_max_items = int(ClusterConfig.get_max_items if get_max_items is None else get_max_items)
-        if self.get_max_items < 1:
-            raise ValueError(f"cluster.get_max_items must be >= 1, got {self.get_max_items}")
-        self._clock = _WaitClock()
-        # prefetch 0: one get in flight per shard, one batch at a time, pulled by ``get`` itself
-        self._puller = Puller(queue, self.prefetch, self.get_max_items if self.prefetch > 0 else 1, self.poll_s)
-        self._local: stdqueue.Queue | None = None
-        self._thread: threading.Thread | None = None
-        self._stop_pull = threading.Event()
-        self._pull_error: BaseException | None = None
-
-    def __getstate__(self):
-        return {"queue": self.queue, "poll_s": self.poll_s, "prefetch": self.prefetch,
-                "get_max_items": self.get_max_items}
-
-    def __setstate__(self, state):
-        QueueConsumer.__init__(self, state["queue"], state["poll_s"], state.get("prefetch", 2),
-                               state.get("get_max_items"))
-
-    def _pull(self) -> None:
-        # Several gets in flight (the shards serve them concurrently): one round trip's latency
-        # overlaps the others' instead of adding up, which bounded one queue at ~100 gets/s.
-        while not self._stop_pull.is_set():
-            try:
-                batch = self._puller.next(self.poll_s)
-                if batch is None:
-                    continue
-            except BaseException as exc:  # a queue shard is gone, Ray shut down, ...
-                if not self._stop_pull.is_set():
-                    self._pull_error = exc
-                return
-            batch = _writable(batch)
-            while not self._stop_pull.is_set():
-                try:
-                    self._local.put(batch, timeout=self.poll_s)
-                    break
-                except stdqueue.Full:
-                    continue
-
-    def _get_once(self, timeout: float) -> Batch | None:
-        if self.prefetch <= 0:
-            batch = self._puller.next(max(timeout, 1e-3))
-            return None if batch is None else _writable(batch)
-        if self._thread is None:
-            self._local = stdqueue.Queue(maxsize=self.prefetch)
-            self._thread = threading.Thread(target=self._pull, name="batch-prefetch", daemon=True)
-            self._thread.start()
-        try:
-            return self._local.get(timeout=max(timeout, 1e-3))
-        except stdqueue.Empty:
-            if self._pull_error is not None:
-                raise RuntimeError(f"the batch queue failed: {_reason(self._pull_error)}") from self._pull_error
-            return None
-
-    def _on_empty(self) -> None:
-        pass
-
-    def _diagnosis(self) -> str:
-        return "the owning stream checks the producers"
-
-    def get(self, timeout: float) -> Batch:
-        t0 = time.perf_counter()
-        deadline = time.monotonic() + float(timeout)
-        while True:
-            remaining = deadline - time.monotonic()
-            batch = self._get_once(min(self.poll_s, max(remaining, 0.0)))
-            if batch is not None:
-                self._clock.add(time.perf_counter() - t0)
-                return batch
-            self._on_empty()
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no batch arrived within {timeout:.1f} s; {self._diagnosis()}")
-
-    def metrics(self) -> dict[str, float]:
-        local = self._local.qsize() if self._local is not None else 0
-        return {"queue_length": float(self.queue.qsize()), "prefetched": float(local),
-                "batches_lost": float(self._puller.lost), **self._clock.metrics()}
-
-    def _stop_prefetch(self) -> None:
-        self._stop_pull.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.poll_s + 5.0)
-        self._puller.cancel()
-
-    def close(self) -> None:
-        self._stop_prefetch()
 
 
 class RayStream(QueueConsumer):
@@ -266,7 +67,7 @@ class RayStream(QueueConsumer):
                                     actor_options={"scheduling_strategy": here},
                                     concurrency=cfg.shard_concurrency)
         super().__init__(queue, cfg.poll_s, cfg.prefetch, cfg.get_max_items)
-        self._actor_cls = _generation_actor_class()
+        self._actor_cls = generation_actor_class()
         self.replacements = 0
         self.deaths: list[str] = []
         self._dead_stats: list[dict] = []
@@ -281,11 +82,11 @@ class RayStream(QueueConsumer):
 
     # -- actors --------------------------------------------------------------------------------
 
-    def _spawn(self, index: int, incarnation: int) -> _Slot:
+    def _spawn(self, index: int, incarnation: int) -> ActorSlot:
         actor = self._actor_cls.options(num_cpus=self.cfg.actor_cpus, max_restarts=0).remote(
             self._factory_ref, seed_for(self.cfg.seed, GENERATION, index, incarnation), self.queue,
             self.queue.shard_for(index), self.cfg.put_timeout_s)
-        return _Slot(index, incarnation, actor, actor.run.remote())
+        return ActorSlot(index, incarnation, actor, actor.run.remote())
 
     def check_actors(self) -> int:
         """Replace generation actors whose ``run`` ended (death or error); returns how many were replaced."""
@@ -306,7 +107,7 @@ class RayStream(QueueConsumer):
                 ray.get(ref)
                 reason = "run ended"
             except Exception as exc:  # RayActorError, an exception raised by the producer, ...
-                reason = _reason(exc)
+                reason = failure_reason(exc)
             self.deaths.append(f"actor {slot.index}.{slot.incarnation}: {reason}")
             if slot.last_stats:
                 self._dead_stats.append(slot.last_stats)
@@ -445,43 +246,3 @@ class RayStream(QueueConsumer):
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _reason(exc: BaseException) -> str:
-    """One line saying why a remote call failed (the producer's own exception where there is one)."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        return f"{type(cause).__name__}: {cause}"
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
-
-
-def resolve_num_actors(cfg: ClusterConfig, reserved_cpus: float = 0.0) -> int:
-    """``cfg.num_actors``, or the CPUs Ray sees minus the trainer's and ``reserved_cpus`` (at least 1).
-
-    An explicit ``cfg.num_actors`` whose CPUs (``actor_cpus`` each) do not fit in Ray's CPUs minus
-    ``reserved_cpus`` (the evaluators' and extra training workers', placed later) raises a
-    ``ValueError`` at once: Ray would otherwise leave the surplus actors pending and the trainer
-    would wait for batches until ``get_timeout_s``.
-    """
-    import ray
-
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    if cfg.num_actors is not None:
-        if cfg.num_actors < 1:
-            raise ValueError(f"cluster.num_actors must be >= 1, got {cfg.num_actors}")
-        need = cfg.num_actors * cfg.actor_cpus
-        room = cpus - reserved_cpus
-        if need > room + 1e-9:
-            raise ValueError(
-                f"cluster.num_actors={cfg.num_actors} generation actors need {need:g} CPUs "
-                f"(cluster.actor_cpus={cfg.actor_cpus:g} each) but Ray has {cpus:g} CPUs, {reserved_cpus:g} of them "
-                f"kept for evaluators / training workers, so at most {max(0, int(room // cfg.actor_cpus))} fit. "
-                f"Lower cluster.num_actors or cluster.actor_cpus, set cluster.num_actors=null to derive it, "
-                f"or give Ray more CPUs (cluster.num_cpus, more nodes).")
-        return int(cfg.num_actors)
-    return max(1, int((cpus - cfg.trainer_cpus - reserved_cpus) // max(cfg.actor_cpus, 1e-9)))
-
-
-# --------------------------------------------------------------------------------------------
-# Factory

@@ -18,6 +18,8 @@ def generation_actor_class():
     """The Ray actor class of a generation actor (defined on first use: ``ray`` is imported lazily)."""
     import ray
 
+    # Not a tuning knob: ``run`` loops for the actor's whole life, so the actor needs one more thread for
+    # the stream's ``stats``/``getpid``/``node_id`` calls and one for ``stop`` while a stats call is pending.
     @ray.remote(max_concurrency=3)
     class GenerationActor:
         """Owns one producer; ``run`` loops put-ing batches until ``stop`` (threaded actor)."""

@@ -24,13 +24,13 @@ One rule for every evaluation path (the evaluators here and ``python -m inferenc
   as synthetic crystals get one from another crystal of their batch.
 
 Simulated patterns are cached as NPZ files keyed by the split hash, the simulation-config hash, the
-crystal ids and the seed, so a rerun simulates nothing.
+crystal ids and the seed, so a rerun simulates nothing (:mod:`evaluation.pattern_cache`); the crystals
+are simulated by :mod:`evaluation.simulate`.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -38,8 +38,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from evaluation.config import EvaluationConfig, to_dataclass
+# _cache_path: the name cluster.real_source imports
+from evaluation.pattern_cache import cache_path as _cache_path
+from evaluation.pattern_cache import (cached_patterns, config_hash, pattern_cache_dir, save_npz, simulated_ok,
+                                      simulation_hash, statistics_hash)
+from evaluation.simulate import IMPURITY_RULE, impurity_enabled, impurity_key, impurity_partners, simulate_crystals
 from generator.seeding import EVALUATION, seed_for
-from generator.hashing import json_digest
+
+__all__ = ["IMPURITY_RULE", "KNOWN_SETS", "RANDOMISED_SETS", "REAL_SETS", "TestSet", "build_test_sets", "cached_patterns",
+           "config_hash", "heldout_ids", "heldout_patterns", "impurity_enabled", "impurity_partners",
+           "pattern_cache_dir", "simulate_crystals", "simulation_hash", "statistics_hash", "synthetic_test_set"]
 
 log = logging.getLogger(__name__)
 
@@ -87,152 +95,13 @@ class TestSet:
         return self.n_out_of_scope
 
 
-# --------------------------------------------------------------------------------------------
-# hashing and caching
-
-
-
-
-def config_hash(cfg: Any) -> str:
-    """Hash of a dataclass / OmegaConf / dict config (field order does not matter)."""
-    if dataclasses.is_dataclass(cfg):
-        cfg = dataclasses.asdict(cfg)
-    else:
-        try:
-            from omegaconf import OmegaConf
-
-            if OmegaConf.is_config(cfg):
-                cfg = OmegaConf.to_container(cfg, resolve=True)
-        except ImportError:
-            pass
-    return json_digest(cfg)
-
-
-def simulation_hash(simulation_cfg: Any) -> str:
-    """Hash of the validated simulation config (defaults filled in) of any representation; a 2-theta
-    config hashes as it did before representations had kinds, so existing caches stay valid."""
-    from simulator.representation import representation_config
-
-    return config_hash(representation_config(simulation_cfg)[1])
-
-
-def statistics_hash(statistics) -> str:
-    """Hash of what identifies generation statistics (provenance, classes, prior)."""
-    return json_digest({"provenance": statistics.provenance, "space_groups": list(map(int, statistics.space_groups)),
-                    "prior": np.asarray(statistics.prior, float).round(12).tolist()})
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def cached_patterns(path: Path | None, simulate: Callable[[], np.ndarray]) -> np.ndarray:
-    """The array stored at ``path``, else ``simulate()`` saved there (atomically). ``path`` None: no cache."""
-    if path is not None and path.exists():
-        with np.load(path) as f:
-            return f["patterns"]
-    patterns = simulate()
-    if path is not None:
-        _save_npz(path, patterns=patterns)
-        log.info("cached %s patterns in %s", patterns.shape, path)
-    return patterns
-
-
-def pattern_cache_dir(cfg: EvaluationConfig) -> Path | None:
-    """Folder of cached test patterns (None when caching is off)."""
-    if not cfg.cache:
-        return None
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
-    from generator.config import default_cache_dir
-
-    return default_cache_dir() / "test_patterns"
-
-
-def _cache_path(cache_dir: str | os.PathLike | None, name: str, *keys: Any) -> Path | None:
-    if cache_dir is None:
-        return None
-    return Path(cache_dir) / f"{name}-{json_digest(list(keys))[:20]}.npz"
-
-
-# --------------------------------------------------------------------------------------------
-# simulation
-
-
-# Part of the cache key of real patterns simulated with an impurity phase from another crystal of the set.
-IMPURITY_RULE = "partner-from-set-1"
-_IMPURITY_TRIES = 3
-
-
-def impurity_enabled(simulator) -> bool:
-    """Whether ``simulator`` (a representation) mixes in an impurity phase (only 2-theta patterns can)."""
-    impurity = getattr(simulator.config, "impurity", None)
-    return bool(impurity is not None and impurity.enabled)
-
-
-def impurity_partners(n: int, rng: np.random.Generator, usable: Sequence[bool] | None = None,
-                      tries: int = _IMPURITY_TRIES) -> list[list[int]]:
-    """For each of ``n`` crystals, up to ``tries`` distinct indices of *other* usable crystals of the same
-    set, in the order they are tried as its impurity phase (drawn with ``rng``; empty when no other
-    crystal is usable)."""
-    usable = np.ones(n, bool) if usable is None else np.asarray(usable, bool)
-    out = []
-    for i in range(n):
-        candidates = np.flatnonzero(usable)
-        candidates = candidates[candidates != i]
-        k = min(int(tries), len(candidates))
-        out.append(rng.choice(candidates, size=k, replace=False).tolist() if k else [])
-    return out
-
-
-def simulate_crystals(crystals: Sequence, simulator, rng: np.random.Generator, dtype: str = "float16",
-                      variants: int = 1, impurity_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(len * variants, N) patterns of ``crystals`` (variant-major per crystal) and a (len,) bool mask of
-    the crystals that simulated (a failure leaves zero rows and False). ``simulator``: a representation
-    (``simulator.representation.make_representation``) or a ``PatternSimulator``; its ``patterns`` is called.
-
-    With the simulator's impurity phase enabled and ``impurity_rng`` given, crystal i gets its impurity
-    phase from another crystal of ``crystals`` (:func:`impurity_partners`, drawn with ``impurity_rng``;
-    a partner that fails to simulate is replaced by the next one drawn); without ``impurity_rng`` a
-    crystal gets no impurity phase."""
-    n_points = simulator.grid.shape[0]
-    out = np.zeros((len(crystals) * variants, n_points), np.dtype(dtype))
-    ok = np.ones(len(crystals), bool)
-    partners = None
-    if impurity_rng is not None and impurity_enabled(simulator):
-        partners = impurity_partners(len(crystals), impurity_rng, [c is not None for c in crystals])
-    for i, crystal in enumerate(crystals):
-        try:
-            if crystal is None:
-                raise ValueError("no crystal")
-            if partners is None or not partners[i]:
-                out[i * variants:(i + 1) * variants] = simulator.patterns([crystal] * variants, rng)
-                continue
-            for attempt, j in enumerate(partners[i]):
-                try:
-                    out[i * variants:(i + 1) * variants] = simulator.patterns([crystal] * variants, rng,
-                                                                             impurities=[crystals[j]] * variants)
-                    break
-                except Exception:
-                    if attempt == len(partners[i]) - 1:
-                        raise
-                    log.info("impurity partner %d of crystal %d failed; trying the next", j, i)
-        except Exception as exc:  # a pathological real structure must not stop evaluation
-            ok[i] = False
-            if crystal is not None:
-                log.warning("simulation failed for crystal %d: %s", i, exc)
-    return out, ok
-
-
-def _impurity_key(simulator) -> str | None:
-    return IMPURITY_RULE if impurity_enabled(simulator) else None
-
-
 def _records(database, ids: Sequence[str]) -> list:
     return [database[i] for i in ids]
+
+
+def _class_index(statistics) -> dict[int, int]:
+    """International number -> class index into ``statistics.space_groups``."""
+    return {int(sg): i for i, sg in enumerate(statistics.space_groups)}
 
 
 def _subset(ids: Sequence[str], cap: int | None, seed: int, branch: int) -> list[str]:
@@ -275,6 +144,35 @@ def _labelled(name: str, kind: str, patterns: np.ndarray, ok: np.ndarray, space_
                    [i for i, m in zip(ids, mask) if m], n_out_of_scope=int((ok & ~classified).sum()))
 
 
+def _spglib_labelled(name: str, patterns: np.ndarray, ok: np.ndarray, records: list, ids: list[str],
+                     class_index: dict[int, int]) -> TestSet:
+    """A real set of ``records`` labelled by their spglib space groups."""
+    return _labelled(name, "real", patterns, ok, np.array([r.space_group for r in records]),
+                     np.array([r.volume for r in records], float), ids, class_index)
+
+
+def _real_cache_path(cfg: EvaluationConfig, name: str, simulator, *keys: Any) -> Path | None:
+    """Cache file of the real patterns of set ``name``; with the impurity phase enabled its rule joins the
+    keys (without it the key, and the cache, are as before the impurity phase existed)."""
+    rule = impurity_key(simulator)
+    return _cache_path(pattern_cache_dir(cfg), name, *keys, *([rule] if rule else []))
+
+
+def _simulated_real(path: Path | None, crystals: Callable[[], list], simulator, dtype: str,
+                    seeds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Patterns (n, N) of ``dtype`` read from ``path``, else simulated from ``crystals()`` (None: not
+    simulable) and cached, with NaN rows where simulation failed; and the (n,) bool mask of the rows
+    that simulated. ``seeds``: of the pattern stream and of the impurity partners."""
+    def simulate():
+        pats, ok = simulate_crystals(crystals(), simulator, np.random.default_rng(seeds[0]), dtype,
+                                     impurity_rng=np.random.default_rng(seeds[1]))
+        pats[~ok] = np.nan
+        return pats
+
+    pats = cached_patterns(path, simulate)
+    return pats, simulated_ok(pats)
+
+
 def _real_patterns(kind: str, side_ids, stream: int, prepared, cfg, simulator, sim_hash: str):
     """A seeded subset of one side of the split, its records and their patterns (simulated once, then cached).
 
@@ -282,21 +180,9 @@ def _real_patterns(kind: str, side_ids, stream: int, prepared, cfg, simulator, s
     """
     ids = _subset(side_ids, cfg.max_test_crystals, cfg.seed, stream)
     records = _records(prepared.database, ids)
-    keys = [prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype]
-    if _impurity_key(simulator):  # without the impurity phase the key (and the cache) is as before
-        keys.append(_impurity_key(simulator))
-    path = _cache_path(pattern_cache_dir(cfg), kind, *keys)
-
-    def simulate():
-        rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, stream))
-        impurity_rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, stream, 7))
-        pats, ok = simulate_crystals([r.to_crystal() for r in records], simulator, rng, cfg.dtype,
-                                     impurity_rng=impurity_rng)
-        pats[~ok] = np.nan
-        return pats
-
-    pats = cached_patterns(path, simulate)
-    ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+    path = _real_cache_path(cfg, kind, simulator, prepared.split.hash, sim_hash, ids, cfg.seed, cfg.dtype)
+    pats, ok = _simulated_real(path, lambda: [r.to_crystal() for r in records], simulator, cfg.dtype,
+                               (seed_for(cfg.seed, EVALUATION, stream), seed_for(cfg.seed, EVALUATION, stream, 7)))
     return ids, records, pats, ok
 
 
@@ -315,7 +201,7 @@ def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, s
         raise ValueError(f"test sets {needs_real} need the prepared database and split")
     simulator = make_representation(simulation_cfg)
     sim_hash = simulation_hash(simulator.config)
-    class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
+    class_index = _class_index(statistics)
     out: list[TestSet] = []
 
     held_out = {"test_database", "test_spglib", "test_ordered"} & set(cfg.test_sets)
@@ -334,8 +220,7 @@ def build_test_sets(cfg: EvaluationConfig | Any, statistics, prepared=None, *, s
     if "statistics_real" in cfg.test_sets:
         ids, records, pats, ok = _real_patterns("statistics_real", prepared.split.statistics_ids, _STATISTICS_SIDE,
                                                 prepared, cfg, simulator, sim_hash)
-        out.append(_labelled("statistics_real", "real", pats, ok, np.array([r.space_group for r in records]),
-                             np.array([r.volume for r in records], float), ids, class_index))
+        out.append(_spglib_labelled("statistics_real", pats, ok, records, ids, class_index))
 
     if "synthetic" in cfg.test_sets:
         out.append(synthetic_test_set(statistics, cfg, simulator, generator_cfg))
@@ -364,8 +249,8 @@ def synthetic_test_set(statistics, cfg: EvaluationConfig, simulator, generator_c
         sgs = np.array([c.space_group for c in crystals], np.int16)
         logv = np.log([c.volume for c in crystals]).astype(np.float32)
         if path is not None:
-            _save_npz(path, patterns=pats, space_groups=sgs, log_volume=logv)
-    class_index = {int(sg): i for i, sg in enumerate(statistics.space_groups)}
+            save_npz(path, patterns=pats, space_groups=sgs, log_volume=logv)
+    class_index = _class_index(statistics)
     labels = np.array([class_index[int(s)] for s in sgs], np.int64)
     return TestSet("synthetic", "synthetic", pats, labels, sgs.astype(np.int16), logv.astype(np.float32))
 
@@ -378,12 +263,10 @@ def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_
     branch = (_RANDOMISED, list(RANDOMISED_SETS).index(name))
     ids = heldout_ids(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed)
     records = _records(prepared.database, ids)
-    keys = [prepared.split.hash, sim_hash, statistics_hash(statistics), ids, cfg.seed, cfg.dtype]
-    if _impurity_key(simulator):
-        keys.append(_impurity_key(simulator))
-    path = _cache_path(pattern_cache_dir(cfg), name, *keys)
+    path = _real_cache_path(cfg, name, simulator, prepared.split.hash, sim_hash, statistics_hash(statistics), ids,
+                            cfg.seed, cfg.dtype)
 
-    def simulate():
+    def randomised() -> list:
         randomiser = CrystalRandomiser(statistics, seed=seed_for(cfg.seed, EVALUATION, *branch, 0))
         crystals = []
         for r in records:
@@ -393,16 +276,11 @@ def _randomised_set(name, prepared, statistics, cfg, simulator, sim_hash, class_
             except Exception as exc:  # no valid randomisation: left out like a failed simulation
                 log.info("%s: crystal %s not randomised: %s", name, getattr(r, "id", "?"), exc)
                 crystals.append(None)
-        rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, *branch, 1))
-        impurity_rng = np.random.default_rng(seed_for(cfg.seed, EVALUATION, *branch, 2))
-        pats, ok = simulate_crystals(crystals, simulator, rng, cfg.dtype, impurity_rng=impurity_rng)
-        pats[~ok] = np.nan
-        return pats
+        return crystals
 
-    pats = cached_patterns(path, simulate)
-    ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
-    return _labelled(name, "real", pats, ok, np.array([r.space_group for r in records]),
-                     np.array([r.volume for r in records], float), ids, class_index)
+    pats, ok = _simulated_real(path, randomised, simulator, cfg.dtype,
+                               (seed_for(cfg.seed, EVALUATION, *branch, 1), seed_for(cfg.seed, EVALUATION, *branch, 2)))
+    return _spglib_labelled(name, pats, ok, records, ids, class_index)
 
 
 def _structure(record):

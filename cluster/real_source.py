@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from cluster.config import ClusterConfig, to_dataclass
-from evaluation.testsets import _cache_path, _records, cached_patterns, simulate_crystals, simulation_hash
+from evaluation.pattern_cache import cache_path, cached_patterns, simulated_ok, simulation_hash
+from evaluation.simulate import simulate_crystals
 from generator.seeding import REAL_SOURCE, seed_for
 
 
@@ -26,9 +27,9 @@ def real_training_arrays(prepared, statistics, simulation_cfg, cluster_cfg: Clus
     if cfg.real.max_structures is not None and cfg.real.max_structures < len(ids):
         rng = np.random.default_rng(seed_for(cfg.seed, REAL_SOURCE, 1))
         ids = sorted(rng.choice(ids, size=cfg.real.max_structures, replace=False).tolist())
-    records = _records(prepared.database, ids)
+    records = [prepared.database[i] for i in ids]
     v = int(cfg.real.variants)
-    path = _cache_path(cache_dir, "train_real", prepared.split.hash, simulation_hash(simulator.config), ids, v,
+    path = cache_path(cache_dir, "train_real", prepared.split.hash, simulation_hash(simulator.config), ids, v,
                        cfg.seed, cfg.dtype)
 
     def simulate():
@@ -38,7 +39,7 @@ def real_training_arrays(prepared, statistics, simulation_cfg, cluster_cfg: Clus
         return pats
 
     pats = cached_patterns(path, simulate)
-    ok = ~np.isnan(pats[:, 0].astype(np.float32)) if len(pats) else np.zeros(0, bool)
+    ok = simulated_ok(pats)
     sgs = np.repeat([r.space_group for r in records], v).astype(np.int16)
     logv = np.log(np.repeat([r.volume for r in records], v)).astype(np.float32)
     labels = np.array([class_index[int(s)] for s in sgs], np.int64)

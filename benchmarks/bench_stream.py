@@ -54,6 +54,11 @@ process alone):
     array, 870/batch                   1 shard   6,200-20,200/s 14,700-29,700/CPU-s  80,000-155,000
                                        2 shards 10,600-15,800/s 20,600-25,200/CPU-s 109,000-111,000
 
+Per generation core, two patterns per crystal, batches of 144, default simulation, two cores with
+nothing else running (``--payloads --seconds 10|15 --batch-size 144 --patterns-per-crystal 2
+--shards 1``, two runs): one Ray actor delivered 1,000-1,015 peak payloads/s (in-process 1,018-1,279)
+against 800-824 rendered arrays/s; the queue ceiling at 144 per batch was 28,000-30,000 patterns/s (peaks) and 24,600-28,700 (arrays).
+
 Old against new path, measured once side by side in one Ray instance under the same load (a
 peaks-sized stand-in payload, 2 producers, not part of this script): one
 ``ray.util.queue.Queue`` with batches by value carried 4,700-7,700 patterns per CPU-s at 145 per

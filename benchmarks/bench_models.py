@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {"parkcnn_medium": 4_246_797, "parkcnn_big": 4_959_585, "resnet10": 9_395_025,
@@ -28,11 +27,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def model_config(name: str):
+    """``conf/model/<name>.yaml`` with its defaults list resolved (several configs extend another)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"model={name}"]).model
+    if cfg.get("input_axis") == "log_q" and cfg.get("axis_two_theta") is None:
+        cfg.axis_two_theta = [5.0, 90.0]  # the default grid's range, as a training run would fill it
+    return cfg
+
+
 def bench(name: str, args) -> dict:
     from trainer.models import build_model, count_parameters
 
     device = torch.device(args.device)
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
+    cfg = model_config(name)
     torch.manual_seed(0)
     model = build_model(cfg, args.classes, args.length).to(device)
     n_params = count_parameters(model)

@@ -117,8 +117,8 @@ class ClusterConfig:
         check(self.batch_size > 0, f"{prefix}.batch_size", f"must be > 0, got {self.batch_size}")
         check(self.patterns_per_crystal >= 1, f"{prefix}.patterns_per_crystal",
               f"must be >= 1, got {self.patterns_per_crystal}")
-        check(self.batch_size % self.patterns_per_crystal == 0, f"{prefix}.patterns_per_crystal",
-              f"({self.patterns_per_crystal}) must divide {prefix}.batch_size ({self.batch_size})")
+        check(self.patterns_per_crystal <= self.batch_size, f"{prefix}.patterns_per_crystal",
+              f"({self.patterns_per_crystal}) must not exceed {prefix}.batch_size ({self.batch_size})")
         check(self.queue_size >= 1, f"{prefix}.queue_size", f"must be >= 1, got {self.queue_size}")
         check(self.queue_shards >= 1, f"{prefix}.queue_shards", f"must be >= 1, got {self.queue_shards}")
         check(self.prefetch >= 0, f"{prefix}.prefetch", f"must be >= 0, got {self.prefetch}")

@@ -154,8 +154,9 @@ def _pad(rows: list[np.ndarray], dtype) -> np.ndarray:
 
 
 def draw_peak_batch(sim: PatternSimulator, crystals: list, rng: np.random.Generator, patterns_per_crystal: int = 1,
-                    labels=None, noise_seed: int = 0) -> PeakBatch:
-    """The payload of ``len(crystals) * patterns_per_crystal`` patterns (crystal i: patterns i*k .. i*k+k-1).
+                    labels=None, noise_seed: int = 0, n_patterns: int | None = None) -> PeakBatch:
+    """The payload of ``len(crystals) * patterns_per_crystal`` patterns (crystal i: patterns i*k .. i*k+k-1),
+    or of the first ``n_patterns`` of them (the last crystal then gives fewer than k).
 
     Draws from ``rng`` in the order of ``sim.patterns(expanded crystals, rng)`` (k = 1: the same
     draws); with k > 1 the patterns of a crystal share one peak list (one strain and texture draw)
@@ -168,6 +169,11 @@ def draw_peak_batch(sim: PatternSimulator, crystals: list, rng: np.random.Genera
         peaks.append(sim.peaks(crystal, rng))
         params.extend(sim.draw_profile(rng) for _ in range(k))
     expanded = [x for x in crystals for _ in range(k)]
+    if n_patterns is not None:
+        if not len(expanded) - k < n_patterns <= len(expanded):
+            raise ValueError(f"n_patterns {n_patterns} needs {-(-n_patterns // k)} crystals at {k} per crystal, "
+                             f"got {len(crystals)}")
+        expanded, params = expanded[:n_patterns], params[:n_patterns]
     b, n = len(expanded), sim.grid.shape[0]
     partners = _next_other(expanded) if c.impurity.enabled else None
     gp = GPBackground(c.gp_background) if c.gp_background.enabled else None
@@ -200,7 +206,7 @@ def draw_peak_batch(sim: PatternSimulator, crystals: list, rng: np.random.Genera
         two_theta=np.concatenate([p.two_theta for p in peaks] + [np.zeros(0)]).astype(np.float64),
         intensity=np.concatenate([p.intensity for p in peaks] + [np.zeros(0)]).astype(np.float64),
         offsets=np.cumsum([0] + [len(p) for p in peaks]).astype(np.int32),
-        crystal=np.repeat(np.arange(len(crystals), dtype=np.int32), k),
+        crystal=np.repeat(np.arange(len(crystals), dtype=np.int32), k)[:b],
         profile=np.array([[q.crystallite_size_nm, q.caglioti_u, q.caglioti_v, q.caglioti_w, q.eta] for q in params],
                          np.float64).reshape(b, 5),
         shift=np.array([[q.zero_offset_deg, q.displacement_mm] for q in params], np.float64).reshape(b, 2),

@@ -42,8 +42,8 @@ class SyntheticProducer:
         from generator import CrystalSampler
         from simulator.representation import make_representation
 
-        if batch_size % patterns_per_crystal:
-            raise ValueError(f"batch_size {batch_size} is not a multiple of patterns_per_crystal {patterns_per_crystal}")
+        if not 1 <= patterns_per_crystal <= batch_size:
+            raise ValueError(f"patterns_per_crystal must be in 1..batch_size ({batch_size}), got {patterns_per_crystal}")
         if payload not in PAYLOADS:
             raise ValueError(f"cluster.payload must be one of {PAYLOADS}, got {payload!r}")
         self.simulator = make_representation(simulation_cfg)
@@ -64,23 +64,26 @@ class SyntheticProducer:
 
     def next_batch(self) -> Batch:
         t0 = time.perf_counter()
-        crystals = self.sampler.sample_many(self.batch_size // self.patterns_per_crystal)
+        # a batch size that k does not divide: the last crystal gives fewer than k patterns
+        n_crystals = -(-self.batch_size // self.patterns_per_crystal)
+        crystals = self.sampler.sample_many(n_crystals)
         t1 = time.perf_counter()
         if self.payload == "peaks":
             return self._peak_batch(crystals, t0, t1)
         if self.patterns_per_crystal > 1:
-            crystals = [c for c in crystals for _ in range(self.patterns_per_crystal)]
+            crystals = [c for c in crystals for _ in range(self.patterns_per_crystal)][:self.batch_size]
         patterns = np.asarray(self.simulator.patterns(crystals, self.rng))
         batch = crystal_batch(patterns.astype(self.dtype, copy=False), crystals, self.class_index)
-        self._count(len(crystals) // self.patterns_per_crystal, t0, t1)
+        self._count(n_crystals, t0, t1)
         return batch
 
     def _peak_batch(self, crystals: list, t0: float, t1: float):
         from cluster.peak_batch import draw_peak_batch
 
         labels = np.repeat([self.class_index[int(c.space_group)] for c in crystals], self.patterns_per_crystal)
-        batch = draw_peak_batch(self.simulator, crystals, self.rng, self.patterns_per_crystal, labels,
-                                noise_seed=int(self.noise_rng.integers(1 << 62)))
+        batch = draw_peak_batch(self.simulator, crystals, self.rng, self.patterns_per_crystal,
+                                labels[:self.batch_size], noise_seed=int(self.noise_rng.integers(1 << 62)),
+                                n_patterns=self.batch_size)
         self._count(len(crystals), t0, t1)
         return batch
 

@@ -72,8 +72,13 @@ def test_synthetic_producer_labels_and_crystallite_pairs():
     m = stream.metrics()
     assert m["crystals"] == 4 and m["batches_delivered"] == 1
     assert np.array_equal(LocalStream(f, seed=1).get().patterns, b.patterns)    # same seed, same batch
-    with pytest.raises(ValueError, match="multiple"):
-        SyntheticProducerFactory(stats, None, None, batch_size=7, patterns_per_crystal=2)(seed_for(0))
+    odd = LocalStream(SyntheticProducerFactory(stats, {}, None, batch_size=7, dtype="float32",
+                                               patterns_per_crystal=2), seed=1)
+    b7 = odd.get()                                                             # 4 crystals, the last one once
+    assert b7.patterns.shape == (7, 8501) and odd.metrics()["crystals"] == 4
+    assert np.array_equal(b7.space_groups[0:6:2], b7.space_groups[1:6:2])
+    with pytest.raises(ValueError, match="patterns_per_crystal"):
+        SyntheticProducerFactory(stats, None, None, batch_size=2, patterns_per_crystal=3)(seed_for(0))
 
 
 def test_array_source_covers_every_pattern_each_epoch():

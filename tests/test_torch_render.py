@@ -111,6 +111,11 @@ def test_patterns_per_crystal_share_one_peak_list(crystals):
     assert not np.allclose(out[0], out[1])                                       # other profile and draws
     single = draw_peak_batch(sim, crystals[:3], np.random.default_rng(1))
     assert batch.nbytes < 3 * single.nbytes - 2 * single.two_theta.nbytes       # peaks are not repeated
+    short = draw_peak_batch(sim, crystals[:3], np.random.default_rng(1), patterns_per_crystal=3, n_patterns=8)
+    assert len(short) == 8 and np.array_equal(short.crystal, [0, 0, 0, 1, 1, 1, 2, 2])   # the last crystal twice
+    assert np.abs(TorchRenderer()(short).numpy() - render_reference(short, sim)).max() <= TOL
+    with pytest.raises(ValueError, match="n_patterns"):
+        draw_peak_batch(sim, crystals[:3], np.random.default_rng(1), patterns_per_crystal=3, n_patterns=6)
 
 
 def test_payload_is_smaller_and_checks_itself(crystals):

@@ -40,6 +40,7 @@ def test_shipped_configs_are_valid(name):
     ("trainer.max_steps=-1", "trainer.max_steps"),
     ("trainer.log_every=0", "trainer.log_every"),
     ("trainer.num_workers=0", "trainer.num_workers"),
+    ("trainer.init_weights=a trainer.resume=b", "trainer.init_weights"),
     ("optimizer.lr=0", "optimizer.lr"),
     ("optimizer.lr=-0.1", "optimizer.lr"),
     ("optimizer.schedule=linear", "optimizer.schedule"),
@@ -47,7 +48,7 @@ def test_shipped_configs_are_valid(name):
     ("evaluation.interval_steps=0", "evaluation.interval_steps"),
 ])
 def test_impossible_value_names_its_key(override, key):
-    cfg = compose_train([override])
+    cfg = compose_train(override.split())
     with pytest.raises(ValueError) as err:
         validate_config(cfg)
     assert str(err.value).startswith(key + " "), str(err.value)

@@ -124,6 +124,25 @@ def test_resume_refuses_other_classes(tmp_path):
         fit(other, ToySource(length=LENGTH, seed=0))
 
 
+def test_init_weights_starts_from_a_checkpoint_with_a_fresh_schedule(tmp_path):
+    first = fit(spec(tmp_path / "first", max_steps=3), ToySource(length=LENGTH, seed=0))
+    start = load_training_state(first.final_checkpoint).weights
+    fresh = spec(tmp_path / "second", max_steps=0, init_weights=str(tmp_path / "first"))
+    second = fit(fresh, ToySource(length=LENGTH, seed=1))
+    assert second.step == 0 and second.samples_seen == 0                         # counters start again
+    loaded = load_training_state(second.final_checkpoint).weights
+    for k in start:
+        torch.testing.assert_close(loaded[k], start[k], rtol=0, atol=0)
+    longer = fit(spec(tmp_path / "third", max_steps=2, init_weights=str(tmp_path / "first")),
+                 ToySource(length=LENGTH, seed=1))
+    state = load_training_state(longer.final_checkpoint)
+    assert state.optimizer["state"][0]["step"] == 2                              # a new optimizer
+    other = spec(tmp_path / "fourth", init_weights=str(tmp_path / "first"))
+    other.space_groups = [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="trainer.init_weights.*other classes"):
+        fit(other, ToySource(length=LENGTH, seed=0))
+
+
 def test_bad_batches_are_skipped(tmp_path, caplog):
     source = FaultySource({2: "nan", 3: "shape", 4: "raise", 5: "label"}, length=LENGTH, seed=0)
     result = fit(spec(tmp_path, max_steps=4, checkpoint_every=0), source)

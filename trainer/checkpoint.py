@@ -259,6 +259,24 @@ def load_for_inference(
     return model, meta
 
 
+def load_initial_weights(model: nn.Module, path: str | os.PathLike, space_groups: list[int],
+                         input_length: int) -> CheckpointMeta:
+    """Load the weights of checkpoint ``path`` into ``model`` (``trainer.init_weights``); ``ValueError``
+    naming the key when its classes, input length or layers differ from the run's."""
+    meta = load_meta(path)
+    if [int(s) for s in meta.space_groups] != [int(s) for s in space_groups]:
+        raise ValueError(f"trainer.init_weights: {path} was trained on other classes than this run")
+    if int(meta.input_length) != int(input_length):
+        raise ValueError(f"trainer.init_weights: {path} reads {meta.input_length} points, this run's "
+                         f"patterns have {input_length}")
+    try:
+        model.load_state_dict(load_weights(path), strict=True)
+    except RuntimeError as err:  # missing, unexpected or differently shaped layers
+        raise ValueError(f"trainer.init_weights: the weights of {path} do not fit this run's model "
+                         f"({str(err).splitlines()[0]})") from err
+    return meta
+
+
 @dataclass
 class TrainingState:
     """What :func:`load_training_state` returns to resume a run."""

@@ -168,6 +168,9 @@ class TrainerConfig:
     eval_timeout_s: float = 600.0  # how long the end of the run waits for outstanding evaluations
     output_dir: Optional[str] = None  # None: the Hydra run directory (or ./outputs/train/<time>)
     resume: Optional[str] = None
+    # start from these weights (a checkpoint or a bundled model's folder) with a fresh optimizer, schedule
+    # and counters: a longer or fine-tuning run after a finished one; the model and classes must match
+    init_weights: Optional[str] = None
     progress: bool = True
     num_workers: int = 1  # >1: Ray Train TorchTrainer data-parallel workers
     use_gpu: bool = False  # Ray Train workers each take a GPU
@@ -192,6 +195,8 @@ class TrainerConfig:
                f"must be auto, bf16 or fp32, got {self.precision!r}")
         _check(self.ddp_backend in ("auto", "gloo", "nccl"), f"{prefix}.ddp_backend",
                f"must be auto, gloo or nccl, got {self.ddp_backend!r}")
+        _check(not (self.resume and self.init_weights), f"{prefix}.init_weights",
+               "cannot be combined with trainer.resume (resume continues a run with its own weights)")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), f"{prefix}.device",
                f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         return self

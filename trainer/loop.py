@@ -26,6 +26,7 @@ from torch import nn
 from trainer.batches import check_batch, to_tensors
 from trainer.checkpoint import (
     CheckpointMeta,
+    load_initial_weights,
     load_training_state,
     mark_latest,
     prune_checkpoints,
@@ -126,6 +127,11 @@ def fit(
         model.load_state_dict(resume_state.weights)
         step, samples_seen = int(meta.step), int(meta.samples_seen)
         wandb_id = resume_state.extra.get("wandb_id")
+    elif tcfg.init_weights:
+        start = load_initial_weights(model, tcfg.init_weights, spec.space_groups, length)
+        if main:
+            log.info("started from the weights of %s (step %d, %d patterns)", tcfg.init_weights,
+                     int(start.step), int(start.samples_seen))
     model.to(device)
     optimizer = make_optimizer(model.parameters(), spec.optimizer)
     scheduler = make_scheduler(optimizer, spec.optimizer, tcfg.batches_per_epoch)

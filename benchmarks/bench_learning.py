@@ -28,8 +28,8 @@ evaluator is timed around its ``submit``); ``wall_seconds`` includes it. Data pr
 set simulation (cached after the first run) and stream start-up count only in ``setup_seconds``.
 Before the measured runs, the first config trains ``--warmup`` steps unreported, so one-time costs
 of the process (first calls, JIT compilation, building the caches) fall on no measured run. Runs
-go one after another, each with ``--threads`` torch threads (default 1, the default run's
-``cluster.trainer_cpus``), so on a small machine they do not compete with each other.
+go one after another, each with ``--threads`` torch threads (default 0: its own ``cluster.trainer_cpus``,
+as in ``python -m trainer``), so on a small machine they do not compete with each other.
 
 Output: a rich table (one row per run, one column per point: held-out / synthetic top-1), a PNG
 of held-out (solid) and synthetic (dashed) top-1 against patterns and against seconds, and with
@@ -334,7 +334,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="held-out test set scored (evaluation.testsets: test_spglib, test_database, test_ordered)")
     p.add_argument("--warmup", type=int, default=2,
                    help="steps of an unreported warm-up run of the first config before the measured runs (0: none)")
-    p.add_argument("--threads", type=int, default=1, help="trainer.torch_threads of every run (default 1)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="trainer.torch_threads of every run (default 0: each run's cluster.trainer_cpus)")
     p.add_argument("--out", type=Path, default=None, help="run folders go to OUT/<name> (default: a temporary folder)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--png", type=Path, default=None,
@@ -347,8 +348,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"run names must differ: {names}")
     if args.heldout not in ("test_spglib", "test_database", "test_ordered", "statistics_real"):
         p.error(f"--heldout {args.heldout!r}: one of test_spglib, test_database, test_ordered, statistics_real")
-    if args.patterns < 1 or args.points < 1 or args.threads < 1 or args.warmup < 0:
-        p.error("--patterns, --points and --threads must be >= 1, --warmup >= 0")
+    if args.patterns < 1 or args.points < 1 or args.threads < 0 or args.warmup < 0:
+        p.error("--patterns and --points must be >= 1, --threads and --warmup >= 0")
     return args
 
 

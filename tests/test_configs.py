@@ -46,7 +46,10 @@ def test_default_is_a_small_cpu_run():
     model, opt, trainer, logger = validate(cfg)
     assert model.name == "convnet_logq" and model.input_axis == "log_q" and model.pool == "global"
     assert opt.name == "adamw" and opt.schedule == "cosine" and opt.total_steps == trainer.max_steps
-    assert trainer.max_steps <= 500 and trainer.resume is None and trainer.num_workers == 1
+    # under 6 minutes on two cores: 1500 steps of 64, one pattern per distinct crystal, one torch thread
+    assert trainer.max_steps * cfg.cluster.batch_size <= 100_000 and trainer.resume is None
+    assert trainer.num_workers == 1 and cfg.cluster.trainer_cpus == 1 and model.axis_points == 2048
+    assert cfg.cluster.patterns_per_crystal == 1
     assert logger.name == "none"
     assert cfg.cluster.seed == cfg.trainer.seed == cfg.evaluation.seed == cfg.seed
     assert trainer.eval_every == cfg.evaluation.interval_steps
@@ -89,6 +92,9 @@ def test_imperfections_and_baselines():
     validate(cfg)
     assert cfg.model.name == "resnet50" and cfg.simulation.noise.enabled and cfg.simulation.impurity.enabled
     assert cfg.trainer.max_steps == 900 * 1000
+    for name in ("ozaki_ideal", "liu_pdf", "vecsei_dense"):       # the laptop budget of the README's table
+        assert compose_train([f"+experiment={name}"]).trainer.max_steps == 400
+    assert compose_train(["+experiment=measured_logq"]).model.axis_points == 4096   # the bundled model's axis
     for name, split, model in [("baseline_random", "random", "parkcnn_medium"),
                                ("baseline_structure_type", "structure_type", "parkcnn_big")]:
         cfg = compose_train([f"+experiment={name}"])

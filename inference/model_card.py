@@ -36,6 +36,29 @@ def _duration(seconds: Optional[float]) -> str:
     return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
 
 
+def _started_from(cfg: dict, seen: Any) -> list[str]:
+    """Card lines for a run that started from earlier weights (``trainer.init_weights``), following
+    each earlier checkpoint's own ``init_weights`` while its ``meta.json`` is still there."""
+    from trainer.checkpoint import load_meta
+
+    lines, total, path = [], seen if isinstance(seen, int) else None, _get(cfg, "trainer.init_weights")
+    for _ in range(10):  # a chain of fine-tunings; a cycle of paths cannot loop forever
+        if not path:
+            break
+        try:
+            earlier = load_meta(path)
+        except (OSError, ValueError):
+            lines.append(f"- started from the weights of `{path}` (its meta.json was not found at packaging)")
+            return lines
+        lines.append(f"- started from the weights of `{path}`: step {earlier.step:,}, "
+                     f"{earlier.samples_seen:,} patterns, with a new optimizer and learning-rate schedule")
+        total = None if total is None else total + int(earlier.samples_seen)
+        path = _get(earlier.config or {}, "trainer.init_weights")
+    if lines and total is not None:
+        lines.append(f"- patterns seen by these weights in all: {total:,}")
+    return lines
+
+
 def _get(d: dict, path: str, default: Any = None) -> Any:
     for part in path.split("."):
         if not isinstance(d, dict) or part not in d:
@@ -184,6 +207,7 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
         f"- steps: {steps:,}" if isinstance(steps, int) else f"- steps: {steps}",
         f"- patterns seen: {seen:,} (each simulated once, never repeated)" if isinstance(seen, int)
         else f"- patterns seen: {seen}",
+        *_started_from(cfg, seen),
         f"- hardware: {_hardware(info, extra)}",
         "- wall time: " + (_duration(extra["wall_time_s"]) if isinstance(extra.get("wall_time_s"), (int, float)) else
                            _duration(info.wall_time_s) + (" (from the run folder's file times)"

@@ -128,3 +128,17 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
     assert main([str(run), "--name", "big", "--dest", str(dest), "--max-mb", "0.001"]) == 2
     assert "more than --max-mb" in capsys.readouterr().err
     assert not (dest / "big").exists() and not list(dest.glob(".*tmp"))
+
+
+def test_card_follows_the_weights_a_run_started_from(tmp_path):
+    from inference.model_card import _started_from
+    from trainer.checkpoint import load_meta
+
+    run = _run_folder(tmp_path)
+    earlier = load_meta(run)
+    lines = _started_from({"trainer": {"init_weights": str(run)}}, 1000)
+    assert f"step {earlier.step:,}" in lines[0] and f"{earlier.samples_seen:,} patterns" in lines[0]
+    assert lines[-1].endswith(f"{1000 + earlier.samples_seen:,}")
+    assert _started_from({"trainer": {"init_weights": None}}, 1000) == []
+    gone = _started_from({"trainer": {"init_weights": str(tmp_path / "gone")}}, 1000)
+    assert len(gone) == 1 and "not found" in gone[0]

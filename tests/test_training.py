@@ -143,6 +143,24 @@ def test_init_weights_starts_from_a_checkpoint_with_a_fresh_schedule(tmp_path):
         fit(other, ToySource(length=LENGTH, seed=0))
 
 
+def test_resume_with_another_cosine_end_warns(tmp_path, caplog):
+    from trainer.optim import schedule_jump
+
+    cosine = {"lr": 3e-3, "schedule": "cosine", "warmup_steps": 1, "total_steps": 6}
+    assert schedule_jump(3, cosine, cosine, 900) is None
+    old, new = schedule_jump(3, cosine, {**cosine, "total_steps": 12}, 900)
+    assert new > old                                          # a later end: a higher rate at step 3
+    assert schedule_jump(3, {"schedule": "nonsense"}, cosine, 900) is None
+
+    from dataclasses import replace
+
+    first = replace(spec(tmp_path, max_steps=3), optimizer=cosine, config={"optimizer": cosine})
+    fit(first, ToySource(length=LENGTH, seed=0))
+    longer = replace(spec(tmp_path, max_steps=6, resume=str(tmp_path)), optimizer={**cosine, "total_steps": 12})
+    fit(longer, ToySource(length=LENGTH, seed=0))
+    assert "learning-rate schedule differs" in caplog.text and "step 3" in caplog.text
+
+
 def test_bad_batches_are_skipped(tmp_path, caplog):
     source = FaultySource({2: "nan", 3: "shape", 4: "raise", 5: "label"}, length=LENGTH, seed=0)
     result = fit(spec(tmp_path, max_steps=4, checkpoint_every=0), source)

@@ -40,7 +40,7 @@ from trainer.loss import compute_loss, crystal_system_of_classes
 from trainer.metrics_log import MetricsLog, plot_curves
 from trainer.models import build_model, count_parameters
 from trainer.models.heads import auxiliary_outputs
-from trainer.optim import make_optimizer, make_scheduler
+from trainer.optim import make_optimizer, make_scheduler, schedule_jump
 from trainer.progress import Progress
 from trainer.rng import seed_everything, set_rng_state
 from trainer.source_state import load_source_state, source_state
@@ -148,6 +148,11 @@ def fit(
         if main:
             log.info("resumed from %s at step %d (batch source %s)", resume_state.path, step,
                      "restored" if restored else "reseeded")
+            jump = schedule_jump(step, (resume_state.meta.config or {}).get("optimizer") or {}, spec.optimizer,
+                                 tcfg.batches_per_epoch)
+            if jump is not None:
+                log.warning("the learning-rate schedule differs from the checkpoint's (another trainer.max_steps "
+                            "or optimizer setting): at step %d its multiplier goes from %.3f to %.3f", step, *jump)
     else:
         seed_everything(tcfg.seed + rank)
 

@@ -41,3 +41,15 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, batches_per_epoch
     cfg = typed(OptimizerConfig, cfg)
     lr_factor(0, cfg, batches_per_epoch)  # validates the schedule name
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, batches_per_epoch))
+
+
+def schedule_jump(step: int, before: Any, after: Any, batches_per_epoch: int) -> tuple[float, float] | None:
+    """The learning-rate multipliers at ``step`` under a checkpoint's optimizer config (``before``) and
+    the resuming run's (``after``) when they differ (a resume with another ``trainer.max_steps`` moves
+    the end of a cosine), else None. A ``before`` that is not a valid config counts as no jump."""
+    try:
+        old = lr_factor(step, typed(OptimizerConfig, before), batches_per_epoch)
+    except (ValueError, TypeError):
+        return None
+    new = lr_factor(step, typed(OptimizerConfig, after), batches_per_epoch)
+    return None if math.isclose(old, new, rel_tol=1e-6, abs_tol=1e-12) else (old, new)

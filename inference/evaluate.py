@@ -245,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=ev.limit,
                     help="at most this many structures: the first CIFs; for --heldout the in-training "
                          "evaluation.max_test_crystals (default: the run's), same draw and seed")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="--heldout: the seed of the crystal draw and its patterns (default: the run's "
+                         "evaluation.seed); the same seed scores runs of other seeds on the same patterns")
     ap.add_argument("--device", default=cfg.device)
     ap.add_argument("--json", action="store_true",
                     help="print the metrics as JSON (top1, top5, crystal_system_accuracy, n, ...)")
@@ -263,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.heldout:
             from trainer.checkpoint import load_meta
 
-            data = load_heldout(load_meta(checkpoints[0]).config, args.limit)
+            data = load_heldout(load_meta(checkpoints[0]).config, args.limit, args.seed)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -229,6 +229,23 @@ def test_heldout_command_and_in_training_evaluator_give_the_same_numbers(predict
     assert len(list((tmp_path / "training").iterdir())) == len(list((tmp_path / "command").iterdir())) == 1
 
 
+def test_heldout_seed_option_reaches_the_draw(monkeypatch, capsys):
+    """--seed scores a run on another run's held-out draw (runs of other seeds on the same patterns)."""
+    import inference.evaluate as command
+    from tiny_checkpoint import shared_tiny_checkpoint
+
+    seen = []
+
+    def draw(run_config, limit=None, seed=None):
+        seen.append((limit, seed))
+        raise ValueError("drawn")
+
+    monkeypatch.setattr(command, "load_heldout", draw)
+    for extra, expected in (([], (7, None)), (["--seed", "5"], (7, 5))):
+        code = command.main(["--checkpoint", str(shared_tiny_checkpoint()), "--heldout", "--limit", "7", *extra])
+        assert code == 2 and "drawn" in capsys.readouterr().err and seen[-1] == expected
+
+
 @pytest.mark.slow
 def test_bundled_model_evaluated_with_json_output(tmp_path, monkeypatch, capsys):
     import shutil

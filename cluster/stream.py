@@ -41,7 +41,7 @@ class RayStream(QueueConsumer):
     def __init__(self, factory: ProducerFactory, cfg: ClusterConfig | Any = None, *, reserved_cpus: float = 0.0):
         import ray
 
-        cfg = to_dataclass(ClusterConfig, cfg)
+        cfg = to_dataclass(ClusterConfig, cfg).validate()  # an impossible value names its key before Ray starts
         self.cfg = cfg
         self._owns_ray = False
         if not ray.is_initialized():

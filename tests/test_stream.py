@@ -90,6 +90,17 @@ def test_array_source_covers_every_pattern_each_epoch():
     assert src.get(1.0).patterns.shape == (5, 1)
 
 
+def test_ray_stream_checks_its_config_before_ray_starts():
+    import ray
+
+    from cluster.config import ClusterConfig
+
+    started = ray.is_initialized()
+    with pytest.raises(ValueError, match=r"^cluster\.queue_size "):
+        RayStream(NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3), ClusterConfig(queue_size=0))
+    assert ray.is_initialized() == started
+
+
 def test_ray_stream_matches_local_stream_of_slot_zero(ray_local):
     f = NoiseProducerFactory(batch_size=8, n_points=16, n_classes=3)
     local = LocalStream(f, seed=7)

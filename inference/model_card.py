@@ -127,6 +127,20 @@ def _coverage_cell(curve: dict, threshold: float) -> str:
     return f"{_pct(curve['coverage'][i])} / {_pct(acc) if acc is not None else '–'}"
 
 
+def _with_point(curve: dict, threshold: Optional[float], coverage: Any, accuracy: Any) -> dict:
+    """``curve`` with its exact point at ``threshold`` added: the curve's grid (0, 0.05, ...) rarely holds
+    the calibrated threshold, and the nearest grid point would count other patterns as kept."""
+    if threshold is None or not isinstance(coverage, (int, float)):
+        return curve
+    t = [float(x) for x in curve.get("thresholds", [])]
+    if any(abs(x - float(threshold)) < 1e-9 for x in t):
+        return curve
+    i = sum(x < float(threshold) for x in t)
+    return {**curve, "thresholds": t[:i] + [float(threshold)] + t[i:],
+            "coverage": list(curve["coverage"][:i]) + [coverage] + list(curve["coverage"][i:]),
+            "accuracy": list(curve["accuracy"][:i]) + [accuracy] + list(curve["accuracy"][i:])}
+
+
 def _coverage_table(curves: dict[str, dict], threshold: Optional[float]) -> list[str]:
     """Rows: refusal thresholds (the calibrated one marked); columns: sets; cells: coverage / accuracy."""
     if not curves:
@@ -262,11 +276,15 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
 
     curves = {}
     if calibration and calibration.get("coverage_accuracy"):
-        curves["synthetic (calibration set)"] = calibration["coverage_accuracy"]
+        curves["synthetic (calibration set)"] = _with_point(
+            calibration["coverage_accuracy"], calibration.get("refusal_threshold"),
+            calibration.get("coverage_at_threshold"), calibration.get("accuracy_at_threshold"))
     for k in names:
         m = evaluations.get(k) or {}
         if m.get("coverage_accuracy"):
-            curves[EVAL_TITLES.get(k, k)] = m["coverage_accuracy"]
+            r = m.get("refusal") or {}
+            curves[EVAL_TITLES.get(k, k)] = _with_point(m["coverage_accuracy"], r.get("threshold"),
+                                                        r.get("coverage"), r.get("accuracy_kept"))
     lines += ["", "## Coverage and accuracy with refusal", ""]
     if curves:
         lines += ["Per refusal threshold: the fraction of patterns answered (top probability at least the "

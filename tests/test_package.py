@@ -142,3 +142,14 @@ def test_card_follows_the_weights_a_run_started_from(tmp_path):
     assert _started_from({"trainer": {"init_weights": None}}, 1000) == []
     gone = _started_from({"trainer": {"init_weights": str(tmp_path / "gone")}}, 1000)
     assert len(gone) == 1 and "not found" in gone[0]
+
+
+def test_card_row_in_use_is_the_exact_threshold_not_the_nearest_grid_point():
+    from inference.model_card import _coverage_table, _with_point
+
+    grid = {"thresholds": [0.3, 0.35], "coverage": [0.5, 0.25], "accuracy": [0.4, 0.8]}
+    exact = _with_point(grid, 0.33, 0.375, 0.6)
+    assert exact["thresholds"] == [0.3, 0.33, 0.35] and exact["coverage"][1] == 0.375
+    assert _with_point(grid, 0.35, 0.9, 0.9) == grid and _with_point(grid, 0.33, None, None) == grid
+    rows = _coverage_table({"xred": exact}, 0.33)
+    assert any(r.startswith("| 0.33 (in use) | 37.5 % / 60.0 %") for r in rows), rows

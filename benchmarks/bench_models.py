@@ -27,15 +27,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def model_config(name: str):
-    """``conf/model/<name>.yaml`` with its defaults list resolved (several configs extend another)."""
+def model_config(name: str) -> dict:
+    """``conf/model/<name>.yaml`` with its defaults list resolved (several configs extend another) and,
+    for a log-Q model, the default simulation grid's 2-theta range filled in as a training run does."""
     from hydra import compose, initialize_config_dir
 
+    from simulator.representation import make_representation
+    from trainer.config import to_dict
+    from trainer.models.log_axis import fit_log_axis
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={name}"]).model
-    if cfg.get("input_axis") == "log_q" and cfg.get("axis_two_theta") is None:
-        cfg.axis_two_theta = [5.0, 90.0]  # the default grid's range, as a training run would fill it
-    return cfg
+        cfg = compose(config_name="train", overrides=[f"model={name}"])
+    return fit_log_axis(to_dict(cfg.model), make_representation(cfg.simulation))
 
 
 def bench(name: str, args) -> dict:

@@ -1,0 +1,28 @@
+"""benchmarks/bench_models.py builds every model config, including those that extend another."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_models", ROOT / "benchmarks" / "bench_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_configs_that_extend_another_are_composed(bench):
+    from trainer.models import build_model
+
+    logq = bench.model_config("convnet_logq")   # extends convnet.yaml through its defaults list
+    assert logq["arch"] == "convnet" and logq["input_axis"] == "log_q" and logq["axis_points"] == 2048
+    assert logq["axis_two_theta"] == [5.0, 90.0]                 # the default grid's ends, as training fills them
+    assert build_model(logq, 71, 8501) is not None
+    park = bench.model_config("parkcnn_small")
+    assert park["arch"] == "park" and park.get("axis_two_theta") is None

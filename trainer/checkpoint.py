@@ -259,13 +259,18 @@ def load_for_inference(
     return model, meta
 
 
+def require_classes(meta: CheckpointMeta, space_groups: list[int], source: str) -> None:
+    """``ValueError`` naming ``source`` unless the checkpoint's classes are the run's, in the same order."""
+    if [int(s) for s in meta.space_groups] != [int(s) for s in space_groups]:
+        raise ValueError(f"{source} was trained on other classes than this run")
+
+
 def load_initial_weights(model: nn.Module, path: str | os.PathLike, space_groups: list[int],
                          input_length: int) -> CheckpointMeta:
     """Load the weights of checkpoint ``path`` into ``model`` (``trainer.init_weights``); ``ValueError``
     naming the key when its classes, input length or layers differ from the run's."""
     meta = load_meta(path)
-    if [int(s) for s in meta.space_groups] != [int(s) for s in space_groups]:
-        raise ValueError(f"trainer.init_weights: {path} was trained on other classes than this run")
+    require_classes(meta, space_groups, f"trainer.init_weights: {path}")
     if int(meta.input_length) != int(input_length):
         raise ValueError(f"trainer.init_weights: {path} reads {meta.input_length} points, this run's "
                          f"patterns have {input_length}")

@@ -30,6 +30,7 @@ from trainer.checkpoint import (
     load_training_state,
     mark_latest,
     prune_checkpoints,
+    require_classes,
     save_checkpoint,
     unwrap,
 )
@@ -122,8 +123,7 @@ def fit(
     if tcfg.resume:
         resume_state = load_training_state(tcfg.resume)
         meta = resume_state.meta
-        if [int(s) for s in meta.space_groups] != spec.space_groups:
-            raise ValueError(f"checkpoint {resume_state.path} was trained on other classes than this run")
+        require_classes(meta, spec.space_groups, f"checkpoint {resume_state.path}")
         model.load_state_dict(resume_state.weights)
         step, samples_seen = int(meta.step), int(meta.samples_seen)
         wandb_id = resume_state.extra.get("wandb_id")

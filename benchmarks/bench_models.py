@@ -4,6 +4,7 @@
     python benchmarks/bench_models.py                                   # all models, CPU
     python benchmarks/bench_models.py --models resnet101 --device cuda --batch-size 512 --precision bf16
     python benchmarks/bench_models.py --models resnet101 --device cuda --compile
+    python benchmarks/bench_models.py --models convnet_logq convnet_logq:axis_points=4096 --threads 2
 
 Parameter counts are printed for 145 classes and 8501 points next to the paper's figures.
 """
@@ -29,7 +30,10 @@ def sync(device: torch.device) -> None:
 
 def model_config(name: str) -> dict:
     """``conf/model/<name>.yaml`` with its defaults list resolved (several configs extend another) and,
-    for a log-Q model, the default simulation grid's 2-theta range filled in as a training run does."""
+    for a log-Q model, the default simulation grid's 2-theta range filled in as a training run does.
+    ``name:key=value,key=value`` overrides keys of that model config (``convnet_logq:axis_points=4096``)."""
+    name, _, changes = name.partition(":")
+    overrides = [f"model={name}"] + [f"model.{kv}" for kv in changes.split(",") if kv]
     from hydra import compose, initialize_config_dir
 
     from simulator.representation import make_representation
@@ -37,7 +41,7 @@ def model_config(name: str) -> dict:
     from trainer.models.log_axis import fit_log_axis
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={name}"])
+        cfg = compose(config_name="train", overrides=overrides)
     return fit_log_axis(to_dict(cfg.model), make_representation(cfg.simulation))
 
 
@@ -119,8 +123,9 @@ def main() -> None:
     print(f"{'model':<16}{'parameters':>14}{'paper':>14}{'train samples/s':>18}{'infer samples/s':>18}")
     for name in args.models:
         r = bench(name, args)
-        paper = f"{PAPER[name]:,}" if name in PAPER else "-"
-        print(f"{name:<16}{r['params']:>14,}{paper:>14}{r['train']:>18.1f}{r['infer']:>18.1f}", flush=True)
+        paper = f"{PAPER[name]:,}" if name in PAPER else "-"  # a variant (name:key=value) has no paper count
+        print(f"{name:<16}\n{'':<16}" if len(name) > 15 else f"{name:<16}", end="")
+        print(f"{r['params']:>14,}{paper:>14}{r['train']:>18.1f}{r['infer']:>18.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,5 +24,7 @@ def test_model_configs_that_extend_another_are_composed(bench):
     assert logq["arch"] == "convnet" and logq["input_axis"] == "log_q" and logq["axis_points"] == 2048
     assert logq["axis_two_theta"] == [5.0, 90.0]                 # the default grid's ends, as training fills them
     assert build_model(logq, 71, 8501) is not None
+    assert bench.model_config("convnet_logq:axis_points=4096,pool=flatten") == {**logq, "axis_points": 4096,
+                                                                               "pool": "flatten"}
     park = bench.model_config("parkcnn_small")
     assert park["arch"] == "park" and park.get("axis_two_theta") is None

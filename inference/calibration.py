@@ -28,18 +28,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from inference.simulations import simulation_config
+
 log = logging.getLogger(__name__)
 
 CALIBRATION = "calibration.json"
-
-
-def _conf_dir() -> Path:
-    """The project's conf/ folder (the installed configs outside a checkout)."""
-    try:
-        from generator.config import conf_dir
-    except ImportError:
-        return Path(__file__).resolve().parents[1] / "conf"
-    return conf_dir()
 
 
 @dataclass
@@ -297,27 +290,6 @@ def load_calibration(checkpoint: str | Path) -> Optional[dict]:
 
 
 # ----------------------------------------------------------------------------- synthetic patterns
-
-
-def simulation_config(name: Optional[str], meta) -> tuple[Any, str]:
-    """The representation (2-theta pattern, 1/d profile or G(r), :mod:`simulator.representation`) of the
-    calibration patterns and its label: the checkpoint's own (``name`` None) or ``conf/simulation/<name>.yaml``."""
-    from omegaconf import OmegaConf
-
-    from simulator import make_representation
-
-    if not name or name == "checkpoint":
-        return meta.input_representation(), "checkpoint"
-    path = Path(name)
-    if not path.suffix:
-        path = _conf_dir() / "simulation" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (_conf_dir() / "simulation").glob("*.yaml"))
-        raise FileNotFoundError(f"simulation config {path} not found (known: {', '.join(known)})")
-    try:
-        return make_representation(OmegaConf.load(path)), str(name)
-    except Exception as err:
-        raise ValueError(f"{path}: invalid simulation config: {err}") from err
 
 
 def load_statistics(which: str, run_config: dict):

@@ -29,6 +29,7 @@ class EvaluateConfig:
     seed: int = 0
     limit: Optional[int] = None
     symprec: Optional[float] = None
+    simulation: Optional[str] = None
 
 
 @dataclass

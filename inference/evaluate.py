@@ -3,6 +3,7 @@
     python -m inference.evaluate [--checkpoint CKPT [CKPT...]] --manifest CSV [--json]
     python -m inference.evaluate --checkpoint CKPT --cif-dir DIR
     python -m inference.evaluate --checkpoint CKPT --heldout
+    python -m inference.evaluate --checkpoint CKPT --heldout --simulation default   # scored on pure patterns
 
 Without ``--checkpoint`` the models bundled in ``inference/pretrained/`` are evaluated (several form
 an ensemble); calibration files are applied as in ``inference.predict``.
@@ -15,6 +16,10 @@ Labelled sets:
 * a folder of CIFs, labelled by spglib under the project's symmetry policy and simulated with each
   model's own training simulator;
 * the held-out side of the structure split the checkpoint was trained with (its run config).
+
+CIF and held-out sets are simulated as each model was trained, or with ``--simulation NAME``
+(``conf/simulation/NAME.yaml``) on each model's grid and wavelength: how a model trained on
+measured-looking patterns reads pure ones, and the other way round.
 
 Prints top-1/5/10 and crystal-system accuracy (counts for small sets), or with ``--json`` the
 metrics as JSON (``top1``, ``top5``, ``crystal_system_accuracy``: fractions of the ``n`` scored
@@ -55,8 +60,11 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------- predicting
 
 
-def _simulated_predictions(predictor: Predictor, data: LabelledSet, seed: int) -> list[PatternPrediction]:
-    """Simulate every structure with each member's representation (2-theta, 1/d or G(r)) and predict."""
+def _simulated_predictions(predictor: Predictor, data: LabelledSet, seed: int,
+                           simulation: Optional[str] = None) -> list[PatternPrediction]:
+    """Simulate every structure with each member's representation (2-theta, 1/d or G(r)) and predict; with
+    ``simulation`` (a conf/simulation name) its patterns instead, on each member's grid and wavelength."""
+    from inference.simulations import simulation_on_grid
     from simulator import make_representation
 
     n = len(data)
@@ -67,14 +75,15 @@ def _simulated_predictions(predictor: Predictor, data: LabelledSet, seed: int) -
         key = predictor.spec_keys[id(m)]
         if key in inputs:
             continue
+        sim_cfg = simulation_on_grid(simulation, m.simulation) if simulation else (m.simulation or None)
         if data.simulate is not None:
-            x, simulated = data.simulate(m.simulation or None)
+            x, simulated = data.simulate(sim_cfg)
             for i in np.flatnonzero(ok & ~simulated):
                 ok[i] = False
                 errors[i] = f"{data.ids[i]}: simulation failed"
             inputs[key] = x
             continue
-        sim = make_representation(m.simulation or None)
+        sim = make_representation(sim_cfg)
         rng = np.random.default_rng(seed)
         x = np.zeros((n, len(sim.grid)), np.float32)
         for i in np.flatnonzero(ok):
@@ -94,9 +103,10 @@ def _simulated_predictions(predictor: Predictor, data: LabelledSet, seed: int) -
     return results
 
 
-def predict_set(predictor: Predictor, data: LabelledSet, seed: int = 0,
-                wavelength: Optional[float] = None) -> list[PatternPrediction]:
-    """One prediction (or error) per item of ``data``."""
+def predict_set(predictor: Predictor, data: LabelledSet, seed: int = 0, wavelength: Optional[float] = None,
+                simulation: Optional[str] = None) -> list[PatternPrediction]:
+    """One prediction (or error) per item of ``data``; ``simulation``: see :func:`_simulated_predictions`
+    (ignored for measured patterns)."""
     if data.patterns is not None:
         results: list[PatternPrediction] = [None] * len(data)  # type: ignore[list-item]
         groups: dict[Optional[float], list[int]] = {}
@@ -110,7 +120,7 @@ def predict_set(predictor: Predictor, data: LabelledSet, seed: int = 0,
             if results[i].ok:
                 results[i].error = msg
         return results
-    return _simulated_predictions(predictor, data, seed)
+    return _simulated_predictions(predictor, data, seed, simulation)
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -213,12 +223,14 @@ def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None
     """Predict every item of ``data``, compute the metrics and (with ``out_dir``) write JSON and plots."""
     cfg = cfg if cfg is not None else predictor.cfg
     ev = cfg.evaluate
-    results = predict_set(predictor, data, seed=ev.seed, wavelength=wavelength)
+    results = predict_set(predictor, data, seed=ev.seed, wavelength=wavelength, simulation=ev.simulation)
     metrics = evaluate_predictions(results, data.space_groups, predictor.space_groups, ev.max_k, ev.thresholds,
                                    predictor.refusal_threshold, data.log_volumes)
     if "refusal" in metrics:
         metrics["refusal"]["source"] = predictor.threshold_source
-    metrics = {"set": data.name, "checkpoints": [str(c) for c in checkpoints],
+    simulated_as = ev.simulation if data.patterns is None else None
+    metrics = {"set": data.name, "simulation": simulated_as or ("model" if data.patterns is None else None),
+               "checkpoints": [str(c) for c in checkpoints],
                "temperatures": predictor.temperatures, **metrics}
     out = EvaluationResult(metrics=metrics, predictions=results, true_space_groups=data.space_groups, ids=list(data.ids))
     if out_dir is not None:
@@ -248,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None,
                     help="--heldout: the seed of the crystal draw and its patterns (default: the run's "
                          "evaluation.seed); the same seed scores runs of other seeds on the same patterns")
+    ap.add_argument("--simulation", default=ev.simulation,
+                    help="--heldout / --cif-dir: simulate with conf/simulation/NAME.yaml (or a YAML path) on each "
+                         "model's grid and wavelength instead of the model's own simulation, e.g. a model trained "
+                         "on measured-looking patterns scored on pure ones")
     ap.add_argument("--device", default=cfg.device)
     ap.add_argument("--json", action="store_true",
                     help="print the metrics as JSON (top1, top5, crystal_system_accuracy, n, ...)")
@@ -255,10 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not (args.manifest or args.cif_dir or args.heldout):
         ap.error("give one of --manifest, --cif-dir or --heldout")
+    if args.simulation and args.manifest:
+        ap.error("--simulation applies to simulated sets (--heldout, --cif-dir), not to measured patterns")
+    ev.simulation = args.simulation or None
     cfg.device, cfg.wavelength = args.device, args.wavelength
     cfg.top_k = max(args.top_k, ev.max_k)
     try:
         checkpoints, predictor = load_predictor(args.checkpoint, cfg, args.threshold)
+        if ev.simulation:  # a bad name or a model it cannot feed fails here, before any set is built
+            from inference.simulations import simulation_on_grid
+
+            for m in predictor.members:
+                simulation_on_grid(ev.simulation, m.simulation)
         if args.manifest:
             data = load_manifest(args.manifest)
         elif args.cif_dir:

@@ -272,3 +272,54 @@ def test_bundled_model_evaluated_with_json_output(tmp_path, monkeypatch, capsys)
     assert m["top1_all"] == pytest.approx(4 / 5)  # over the 5 answered items; the out-of-scope one is wrong
     assert m["refusal"]["threshold"] == 0.6 and m["refusal"]["source"] == "calibration"
     assert (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_named_simulation_is_moved_onto_the_model_grid():
+    """--simulation: another config's effects on the model's own grid and wavelength; clear errors otherwise."""
+    from inference.simulations import simulation_on_grid
+    from simulator import make_representation
+    from tiny_checkpoint import SIMULATION
+
+    node = simulation_on_grid("measured", SIMULATION)
+    rep = make_representation(node)
+    own = make_representation(SIMULATION)
+    assert np.array_equal(rep.grid, own.grid) and rep.config.wavelength == own.config.wavelength
+    assert rep.config.counting.enabled and rep.config.window.enabled      # measured.yaml's effects stay
+    assert not own.config.counting.enabled
+    with pytest.raises(FileNotFoundError, match="no_such_config"):
+        simulation_on_grid("no_such_config", SIMULATION)
+    with pytest.raises(ValueError, match="2-theta"):
+        simulation_on_grid("ideal", SIMULATION)
+
+
+def test_simulated_set_scored_on_another_simulation(predictor):
+    """The same structures simulated as measurements reach the model as other inputs, and the metrics say so."""
+    from inference.labelled_sets import LabelledSet
+    from tiny_checkpoint import structures
+
+    crystals = structures()
+    data = LabelledSet(name="four", ids=[f"sg{sg}" for sg in crystals],
+                       space_groups=np.asarray(list(crystals), np.int64), structures=list(crystals.values()))
+    own = evaluate(predictor, data, None)
+    cfg = load_config()
+    cfg.evaluate.simulation = "measured"
+    measured = evaluate(predictor, data, None, cfg=cfg)
+    assert own.metrics["simulation"] == "model" and measured.metrics["simulation"] == "measured"
+    assert own.metrics["n"] == measured.metrics["n"] == 4
+    p_own = np.stack([r.probabilities for r in own.predictions])
+    p_measured = np.stack([r.probabilities for r in measured.predictions])
+    assert np.abs(p_own - p_measured).max() > 1e-3
+
+
+def test_simulation_option_checked_before_the_set_is_built(monkeypatch, capsys):
+    import inference.evaluate as command
+    from tiny_checkpoint import shared_tiny_checkpoint
+
+    def never(*args, **kwargs):
+        raise AssertionError("the held-out set was built")
+
+    monkeypatch.setattr(command, "load_heldout", never)
+    code = command.main(["--checkpoint", str(shared_tiny_checkpoint()), "--heldout", "--simulation", "nope"])
+    assert code == 2 and "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        command.main(["--checkpoint", str(shared_tiny_checkpoint()), "--manifest", "m.csv", "--simulation", "default"])

@@ -343,3 +343,32 @@ def test_label_smoothing_raises_the_loss_of_confident_right_answers():
     plain = compute_loss({"logits": logits}, y, v, None, 1.0)[0]
     smooth = compute_loss({"logits": logits}, y, v, None, 1.0, label_smoothing=0.1)[0]
     assert smooth > plain + 0.1
+
+
+def test_init_weights_across_grid_steps_only_for_the_same_log_axis(tmp_path):
+    """A log-Q model reads any 2-theta step over its range (pure patterns on the paper's 0.01 deg grid, then
+    measured-looking ones on 0.02 deg); a model reading 2-theta points directly does not."""
+    from trainer.checkpoint import CheckpointMeta, load_initial_weights, save_checkpoint
+
+    log_q = {"name": "c", "arch": "convnet", "hidden": [16], "stage_channels": [8, 8], "stem_channels": 8,
+             "norm_groups": 4, "pool": "global", "input_axis": "log_q", "axis_two_theta": [5.0, 90.0],
+             "axis_points": 256}
+    groups = [2, 14, 62, 225]
+    for cfg, other_cfg, fits in ((log_q, log_q, True), (log_q, {**log_q, "axis_points": 512}, False),
+                                 ({**log_q, "input_axis": "two_theta"}, {**log_q, "input_axis": "two_theta"}, False)):
+        torch.manual_seed(0)
+        first = build_model(cfg, 4, 851)
+        path = save_checkpoint(tmp_path / f"c{len(list(tmp_path.iterdir()))}", first,
+                               CheckpointMeta(space_groups=groups, model=cfg, input_length=851), include_rng=False)
+        torch.manual_seed(1)
+        second = build_model(other_cfg, 4, 1701)
+        if fits:
+            load_initial_weights(second, path, groups, 1701, other_cfg)
+            for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+            x = torch.rand(2, 1, 851)
+            fine = torch.nn.functional.interpolate(x, size=1701, mode="linear", align_corners=True)
+            torch.testing.assert_close(first.eval()(x), second.eval()(fine), rtol=0.05, atol=0.05)
+        else:
+            with pytest.raises(ValueError, match="reads 851 points"):
+                load_initial_weights(second, path, groups, 1701, other_cfg)

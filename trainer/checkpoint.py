@@ -265,13 +265,25 @@ def require_classes(meta: CheckpointMeta, space_groups: list[int], source: str) 
         raise ValueError(f"{source} was trained on other classes than this run")
 
 
+def _log_axis(model_cfg) -> Optional[tuple]:
+    """(2-theta range, points) of a log-Q model's front end, None for a model that reads its input as is."""
+    get = model_cfg.get if isinstance(model_cfg, dict) else (lambda key, default=None: getattr(model_cfg, key, default))
+    if get("input_axis", "two_theta") != "log_q" or get("axis_two_theta") is None:
+        return None
+    return tuple(round(float(v), 6) for v in get("axis_two_theta")), int(get("axis_points"))
+
+
 def load_initial_weights(model: nn.Module, path: str | os.PathLike, space_groups: list[int],
-                         input_length: int) -> CheckpointMeta:
+                         input_length: int, model_cfg=None) -> CheckpointMeta:
     """Load the weights of checkpoint ``path`` into ``model`` (``trainer.init_weights``); ``ValueError``
-    naming the key when its classes, input length or layers differ from the run's."""
+    naming the key when its classes, input length or layers differ from the run's. A log-Q model (its
+    ``model_cfg``) may start from one trained on another 2-theta step over the same range and log axis:
+    its layers only ever see the log-Q axis (pure patterns on the paper's grid, then measured-looking ones)."""
     meta = load_meta(path)
     require_classes(meta, space_groups, f"trainer.init_weights: {path}")
-    if int(meta.input_length) != int(input_length):
+    same_axis = model_cfg is not None and _log_axis(model_cfg) is not None \
+        and _log_axis(meta.model) == _log_axis(model_cfg)
+    if int(meta.input_length) != int(input_length) and not same_axis:
         raise ValueError(f"trainer.init_weights: {path} reads {meta.input_length} points, this run's "
                          f"patterns have {input_length}")
     try:

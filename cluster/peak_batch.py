@@ -184,6 +184,10 @@ def draw_peak_batch(sim: PatternSimulator, crystals: list, rng: np.random.Genera
     counts, noise = np.zeros(b, np.float32), np.zeros((b, 3), np.float32)
     window = np.tile(np.array([0, n - 1], np.int32), (b, 1))
     for i in range(b):  # the draws of PatternSimulator.imperfect, then draw_window
+        if sim.draw_clean(rng):  # neutral draws: no impurity, backgrounds, hump, noise; the whole grid
+            if gp is not None:
+                gp_draws.append(GPDraw(float(sim.grid[0]), 1.0, np.zeros(0), 0.0))
+            continue
         if partners is not None and partners[i] is not None:
             partner[i], weight[i] = partners[i], meas.uniform(rng, c.impurity.weight)
         if gp is not None:
@@ -279,7 +283,7 @@ def render_reference(batch: PeakBatch, sim: PatternSimulator, rng: np.random.Gen
             a = float(batch.impurity_weight[i])
             imp = pures[batch.impurity_partner[i]]
             x = (1.0 - a) * _unit_max(x) + a * _unit_max(imp)
-        if batch.gp_knots is not None:
+        if batch.gp_knots is not None and batch.gp_count[i] > 0:
             knots = batch.gp_knots[i, :batch.gp_count[i]].astype(np.float64)
             x = x + GPDraw(float(grid[0]), float(batch.gp_step[i]), knots, float(batch.gp_scale[i])).evaluate(grid)
         if batch.vecsei is not None:

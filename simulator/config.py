@@ -179,6 +179,9 @@ class SimulationConfig:
     strongest are dropped. debye_waller_b: one isotropic B (A^2) for every atom, or None.
     sqrt: take the square root of the [0, 1]-scaled pattern (the ResNets' input).
     symmetry: enumerate one reflection per Laue orbit (same result, faster).
+    clean_probability: the chance that a pattern skips the per-pattern degradations (impurity phase,
+    backgrounds, hump, counting and Gaussian noise, scan window); its profile, shift, strain and texture
+    are drawn as for every other. 0 (the default) draws nothing extra, so streams stay as they were.
     """
 
     wavelength: float = 1.5406
@@ -198,6 +201,7 @@ class SimulationConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     sqrt: bool = True
     symmetry: bool = True
+    clean_probability: float = 0.0
 
     @classmethod
     def from_any(cls, config=None) -> "SimulationConfig":
@@ -251,7 +255,8 @@ class SimulationConfig:
             if low <= 0:
                 raise ValueError(f"{name} must be positive, got low end {low}")
         for name, prob in (("texture.probability", self.texture.probability), ("hump.probability", self.hump.probability),
-                           ("window.probability", self.window.probability)):
+                           ("window.probability", self.window.probability),
+                           ("clean_probability", self.clean_probability)):
             if not 0.0 <= prob <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {prob}")
         if self.window.enabled and self.window.end[0] <= self.window.start[1]:

@@ -155,6 +155,12 @@ class PatternSimulator:
                              "interpolate it onto PatternSimulator.grid first")
         return preprocess(meas.fill_outside(x, mask), self.config.sqrt)
 
+    def draw_clean(self, rng: np.random.Generator) -> bool:
+        """Whether the next pattern skips the per-pattern degradations (``clean_probability``); draws from
+        ``rng`` only when that probability is positive."""
+        p = self.config.clean_probability
+        return p > 0 and rng.random() < p
+
     def draw_window(self, rng: np.random.Generator) -> np.ndarray | None:
         """(N,) bool mask of a random scan window, or None (the whole grid) when the window is off or not drawn."""
         w = self.config.window
@@ -166,6 +172,8 @@ class PatternSimulator:
         """(N,) float32 model input in [0, 1] for one crystal; ``impurity``: a second crystal for the impurity phase."""
         pure = self.pure(crystal, rng)
         imp = self.pure(impurity, rng) if (impurity is not None and self._impurity is not None) else None
+        if self.draw_clean(rng):
+            return self.preprocess(pure)
         return self.preprocess(self.imperfect(pure, rng, imp), self.draw_window(rng))
 
     def patterns(self, crystals, rng: np.random.Generator, impurities=None) -> np.ndarray:
@@ -178,6 +186,9 @@ class PatternSimulator:
         pures = [self.pure(c, rng) for c in crystals]
         partners = _next_other(crystals) if self._impurity is not None and impurities is None else None
         for i, pure in enumerate(pures):
+            if self.draw_clean(rng):
+                out[i] = self.preprocess(pure)
+                continue
             imp = None
             if self._impurity is not None:
                 if impurities is not None:

@@ -51,6 +51,31 @@ def test_payload_draws_reproduce_the_simulator(crystals):
     assert np.abs(render_reference(batch, sim) - expected).max() <= 1e-6
 
 
+def test_clean_share_skips_degradations_in_both_paths(crystals):
+    """clean_probability: clean patterns are exactly the degradation-free ones, in the simulator and in
+    peak payloads (neutral draws, the GP background empty), and the random stream stays aligned."""
+    cfg = _measured(noise=False)
+    cfg.clean_probability = 0.5
+    sim = PatternSimulator(cfg)
+    expected = sim.patterns(crystals, np.random.default_rng(4))
+    batch = draw_peak_batch(sim, crystals, np.random.default_rng(4))
+    clean = batch.gp_count == 0
+    assert 0 < clean.sum() < len(crystals)
+    assert (batch.impurity_partner[clean] == -1).all() and (batch.hump[clean, 2] == 0).all()
+    assert (batch.window[clean] == [0, len(sim.grid) - 1]).all()
+    assert np.abs(render_reference(batch, sim) - expected).max() <= 1e-6
+    assert np.abs(TorchRenderer()(batch).numpy() - expected).max() <= TOL
+    cfg_all = _measured(noise=False)
+    cfg_all.clean_probability = 1.0
+    off = _measured(noise=False)
+    for part in (off.impurity, off.gp_background, off.vecsei_background, off.hump, off.window):
+        part.enabled = False
+    every = PatternSimulator(cfg_all).patterns(crystals[:4], np.random.default_rng(2))
+    assert np.array_equal(every, PatternSimulator(off).patterns(crystals[:4], np.random.default_rng(2)))
+    with pytest.raises(ValueError, match="clean_probability"):
+        SimulationConfig.from_any({"clean_probability": 1.5})
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", ["default", "measured"])
 def test_torch_matches_numba_without_noise(crystals, device, name):

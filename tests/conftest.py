@@ -1,11 +1,32 @@
 """Shared fixtures: small crystal databases made on the fly (never the full default build)."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from small_crystals import write_small_cifs
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Leave with pytest's own exit status once every report is written, skipping the interpreter's
+    finalisation: threads of native libraries (Ray's workers, torch's and numba's pools) still alive
+    then have, rarely, crashed the process after all tests passed, which would turn a green run red.
+    CRYSTALSTREAM_TEST_NORMAL_EXIT=1 keeps the normal exit (to look for such a crash)."""
+    if _EXIT_STATUS and not os.environ.get("CRYSTALSTREAM_TEST_NORMAL_EXIT"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
 
 
 @pytest.fixture(scope="module")

@@ -228,8 +228,7 @@ def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None
                                    predictor.refusal_threshold, data.log_volumes)
     if "refusal" in metrics:
         metrics["refusal"]["source"] = predictor.threshold_source
-    simulated_as = ev.simulation if data.patterns is None else None
-    metrics = {"set": data.name, "simulation": simulated_as or ("model" if data.patterns is None else None),
+    metrics = {"set": data.name, "simulation": None if data.patterns is not None else (ev.simulation or "model"),
                "checkpoints": [str(c) for c in checkpoints],
                "temperatures": predictor.temperatures, **metrics}
     out = EvaluationResult(metrics=metrics, predictions=results, true_space_groups=data.space_groups, ids=list(data.ids))

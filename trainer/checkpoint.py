@@ -267,10 +267,12 @@ def require_classes(meta: CheckpointMeta, space_groups: list[int], source: str) 
 
 def _log_axis(model_cfg) -> Optional[tuple]:
     """(2-theta range, points) of a log-Q model's front end, None for a model that reads its input as is."""
-    get = model_cfg.get if isinstance(model_cfg, dict) else (lambda key, default=None: getattr(model_cfg, key, default))
-    if get("input_axis", "two_theta") != "log_q" or get("axis_two_theta") is None:
+    from trainer.config import ModelConfig, typed
+
+    cfg = typed(ModelConfig, model_cfg)
+    if cfg.input_axis != "log_q" or cfg.axis_two_theta is None:
         return None
-    return tuple(round(float(v), 6) for v in get("axis_two_theta")), int(get("axis_points"))
+    return tuple(round(float(v), 6) for v in cfg.axis_two_theta), int(cfg.axis_points)
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike, space_groups: list[int],

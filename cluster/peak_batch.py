@@ -16,7 +16,7 @@ reference the torch renderer is tested against). This module imports numpy only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from types import SimpleNamespace
 from typing import Optional
 
@@ -309,3 +309,21 @@ def render_reference(batch: PeakBatch, sim: PatternSimulator, rng: np.random.Gen
 def _unit_max(x: np.ndarray) -> np.ndarray:
     top = float(np.max(x)) if x.size else 0.0
     return x / top if top > 0 else x
+
+
+def clean_view(batch: PeakBatch, crystallite_size_nm: float | None = None) -> PeakBatch:
+    """The same patterns without the measurement: no impurity, backgrounds, hump, noise, scan window or
+    2-theta shifts, on the same grid (B, N). With ``crystallite_size_nm`` the peaks are also those of a
+    pure pattern: Gaussian Scherrer peaks of that size, no instrument width, no K-alpha2; None keeps each
+    pattern's drawn profile (size, Caglioti widths, eta, K-alpha2). The peak lists (after strain and
+    texture) and labels are shared, not copied."""
+    off = {f: None for f in ("gp_knots", "gp_count", "gp_step", "gp_scale", "vecsei", "hump", "impurity_partner",
+                             "impurity_weight", "max_counts", "noise", "window")}
+    spec, profile = batch.spec, batch.profile
+    if crystallite_size_nm is not None:
+        if not crystallite_size_nm > 0:
+            raise ValueError(f"clean view: crystallite_size_nm must be > 0, got {crystallite_size_nm}")
+        spec = replace(spec, width="scherrer", kalpha2=False)
+        profile = np.zeros_like(batch.profile)
+        profile[:, 0] = crystallite_size_nm
+    return replace(batch, spec=spec, profile=profile, shift=np.zeros_like(batch.shift), **off)

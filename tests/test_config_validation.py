@@ -46,6 +46,9 @@ def test_shipped_configs_are_valid(name):
     ("optimizer.schedule=linear", "optimizer.schedule"),
     ("optimizer.name=sgd", "optimizer.name"),
     ("evaluation.interval_steps=0", "evaluation.interval_steps"),
+    ("trainer.clean_view.enabled=true", "trainer.clean_view.enabled"),  # array payloads hold no peak lists
+    ("trainer.clean_view.temperature=0", "trainer.clean_view.temperature"),
+    ("trainer.clean_view.crystallite_size_nm=-1", "trainer.clean_view.crystallite_size_nm"),
 ])
 def test_impossible_value_names_its_key(override, key):
     cfg = compose_train(override.split())

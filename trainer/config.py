@@ -145,6 +145,33 @@ class OptimizerConfig:
 
 
 @dataclass
+class CleanViewConfig:
+    """A second, clean rendering of every training pattern (conf/trainer: ``clean_view``), for peak payloads.
+
+    The clean view is the same crystal's pattern without the measurement (``cluster.peak_batch.clean_view``):
+    no backgrounds, impurity, noise, shifts or scan window and, with ``crystallite_size_nm``, pure sharp
+    Gaussian peaks. Both views go through the model in one batch; the loss adds ``ce_weight`` x the clean
+    view's cross-entropy and ``distill_weight`` x T^2 x KL(clean || measured) at ``temperature`` T, the
+    clean predictions detached: the measured view learns towards what the model reads in the clean one.
+    """
+
+    enabled: bool = False
+    crystallite_size_nm: Optional[float] = 50.0  # null: keep each pattern's drawn peak profile
+    ce_weight: float = 1.0
+    distill_weight: float = 1.0
+    temperature: float = 2.0
+
+    def validate(self, prefix: str = "trainer.clean_view") -> "CleanViewConfig":
+        """Raise ``ValueError`` naming the key of an impossible value; returns ``self``."""
+        _check(self.crystallite_size_nm is None or self.crystallite_size_nm > 0, f"{prefix}.crystallite_size_nm",
+               f"must be null or > 0, got {self.crystallite_size_nm}")
+        for key in ("ce_weight", "distill_weight"):
+            _check(getattr(self, key) >= 0, f"{prefix}.{key}", f"must be >= 0, got {getattr(self, key)}")
+        _check(self.temperature > 0, f"{prefix}.temperature", f"must be > 0, got {self.temperature}")
+        return self
+
+
+@dataclass
 class TrainerConfig:
     """Loop settings (conf/trainer/*.yaml)."""
 
@@ -176,6 +203,7 @@ class TrainerConfig:
     use_gpu: bool = False  # Ray Train workers each take a GPU
     worker_cpus: float = 1.0  # CPUs reserved per Ray Train worker
     ddp_backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
+    clean_view: CleanViewConfig = field(default_factory=CleanViewConfig)
 
     def validate(self, prefix: str = "trainer") -> "TrainerConfig":
         """Raise ``ValueError`` naming the key of an impossible value; returns ``self``."""
@@ -199,6 +227,7 @@ class TrainerConfig:
                "cannot be combined with trainer.resume (resume continues a run with its own weights)")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), f"{prefix}.device",
                f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        self.clean_view.validate(f"{prefix}.clean_view")
         return self
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 # The step's pieces live in their own modules; importers of this one keep finding them here.
 from trainer.batches import check_batch, to_tensors
+from trainer.clean_view import clean_inputs, clean_view_loss, split_outputs
 from trainer.checkpoint import (
     CheckpointMeta,
     load_initial_weights,
@@ -214,7 +215,8 @@ def fit(
     sums = {"loss": torch.zeros((), device=device), "ce": torch.zeros((), device=device),
             "volume_mae": torch.zeros((), device=device), "correct": torch.zeros((), device=device),
             "crystal_system_ce": torch.zeros((), device=device),
-            "crystal_system_correct": torch.zeros((), device=device)}
+            "crystal_system_correct": torch.zeros((), device=device),
+            "clean_ce": torch.zeros((), device=device), "distill": torch.zeros((), device=device)}
     class_systems = crystal_system_of_classes(spec.space_groups, device)
     has_cs_head = False  # set once the model returns crystal-system logits
     window = {"samples": 0, "steps": 0, "wait": 0.0, "t0": time.perf_counter()}
@@ -248,10 +250,19 @@ def fit(
                     problem = "skipped on another worker"
             if problem is None:
                 x, y, v = to_tensors(batch, device)
+                if tcfg.clean_view.enabled:  # the measured and the clean view in one forward pass
+                    x = torch.cat([x, clean_inputs(batch, tcfg.clean_view, device)])
                 with autocast:
                     out = auxiliary_outputs(model, train_model(x))
+                if tcfg.clean_view.enabled:
+                    out, clean_logits = split_outputs(out, len(y))
                 loss, parts = compute_loss(out, y, v, spec.volume_norm, tcfg.volume_loss_weight, tcfg.label_smoothing,
                                            class_systems)
+                if tcfg.clean_view.enabled:
+                    extra, clean_parts = clean_view_loss(out["logits"], clean_logits, y, tcfg.clean_view,
+                                                         tcfg.label_smoothing)
+                    loss = loss + extra
+                    parts.update(clean_parts)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 # Gradients are identical on every rank after DDP's all-reduce, so this decision is too.
@@ -287,6 +298,9 @@ def fit(
                 has_cs_head = True
                 sums["crystal_system_ce"] += parts["crystal_system_ce"].float()
                 sums["crystal_system_correct"] += parts["crystal_system_correct"].float()
+            for key in ("clean_ce", "distill"):
+                if key in parts:
+                    sums[key] += parts[key].float()
 
             if main and (step % tcfg.log_every == 0 or step == tcfg.max_steps):
                 elapsed = max(time.perf_counter() - window["t0"], 1e-9)
@@ -305,6 +319,8 @@ def fit(
                 }
                 if spec.model.volume_head and spec.volume_norm is not None:
                     last_train["volume_mae"] = sums["volume_mae"].item() / k
+                if tcfg.clean_view.enabled:
+                    last_train.update(clean_ce=sums["clean_ce"].item() / k, distill=sums["distill"].item() / k)
                 if has_cs_head:
                     last_train["crystal_system_ce"] = sums["crystal_system_ce"].item() / k
                     last_train["crystal_system_accuracy"] = sums["crystal_system_correct"].item() / max(per_rank, 1)

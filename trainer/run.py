@@ -172,9 +172,12 @@ def validate_config(cfg: DictConfig) -> None:
     from cluster.producer import check_payload
     from simulator.representation import make_representation
 
-    typed(TrainerConfig, cfg.trainer).validate()
+    trainer_cfg = typed(TrainerConfig, cfg.trainer).validate()
     typed(OptimizerConfig, cfg.optimizer).validate()
     cluster_cfg = to_dataclass(ClusterConfig, cfg.cluster).validate()
+    if trainer_cfg.clean_view.enabled and cluster_cfg.payload != "peaks":
+        raise ValueError(f"trainer.clean_view.enabled renders each pattern's clean view from its peak list; it needs "
+                         f"cluster.payload=peaks, got {cluster_cfg.payload!r}")
     if cfg.get("simulation") is not None:  # the representation (kind) and its config, and a payload that can carry it
         representation = make_representation(cfg.simulation)
         check_payload(cluster_cfg.payload, representation)

@@ -86,6 +86,9 @@ def test_clean_view_loss_teaches_the_measured_view_only():
     assert torch.count_nonzero(measured.grad) > 0
     same, parts = clean_view_loss(measured.detach(), measured.detach(), y, CleanViewConfig(ce_weight=0.0))
     assert abs(float(same)) < 1e-6 and abs(float(parts["distill"])) < 1e-6
+    # a frozen teacher's logits carry no gradient: their cross-entropy is reported, not learned from
+    frozen, parts = clean_view_loss(measured, clean.detach(), y, cfg)
+    assert torch.isclose(frozen, 2.0 * parts["distill"]) and parts["clean_ce"] > 0
     out, clean_logits = split_outputs({"logits": torch.arange(8.0).reshape(4, 2), "log_volume": torch.arange(4.0)}, 2)
     assert out["logits"].shape == (2, 2) and out["log_volume"].tolist() == [0.0, 1.0]
     assert clean_logits.tolist() == [[4.0, 5.0], [6.0, 7.0]]
@@ -96,7 +99,8 @@ def _one_torch_thread():
     yield from single_thread()
 
 
-def test_a_run_with_clean_views_trains_on_both(tmp_path, _one_torch_thread):
+def _short_run(out_dir: Path, clean_view_cfg: dict) -> dict:
+    """A 6-step run of a tiny model on measured-looking peak payloads; its last train record."""
     from cluster.producer import SyntheticProducerFactory
     from cluster.sources import LocalStream
     from trainer.loop import RunSpec, fit
@@ -108,17 +112,30 @@ def test_a_run_with_clean_views_trains_on_both(tmp_path, _one_torch_thread):
     factory = SyntheticProducerFactory(stats, {}, sim, batch_size=8, payload="peaks")
     model = {"name": "convnet", "arch": "convnet", "hidden": [32], "stage_channels": [8, 16, 16],
              "kernel_size": 5, "stem_channels": 8, "stem_kernel": 7, "stem_stride": 2, "norm_groups": 4}
-    steps = 6
     spec = RunSpec(model=model, optimizer={"name": "adamw", "lr": 1e-3},
-                   trainer={"max_steps": steps, "log_every": 3, "checkpoint_every": 0, "eval_every": 0,
-                            "progress": False, "output_dir": str(tmp_path), "seed": 0, "final_eval": False,
-                            "clean_view": {"enabled": True, "distill_weight": 1.0}},
+                   trainer={"max_steps": 6, "log_every": 3, "checkpoint_every": 0, "eval_every": 0,
+                            "progress": False, "output_dir": str(out_dir), "seed": 0, "final_eval": False,
+                            "clean_view": clean_view_cfg},
                    space_groups=stats.space_groups, input_length=sim.n_points, simulation={})
     torch.manual_seed(0)
     fit(spec, LocalStream(factory, seed=1))
-    records = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    records = [r for r in map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
     assert [r["step"] for r in records] == [3, 6]
-    last = records[-1]
-    assert last["samples_seen"] == steps * 8                                    # clean views are not counted
+    return records[-1]
+
+
+def test_a_run_with_clean_views_trains_on_both(tmp_path, _one_torch_thread):
+    last = _short_run(tmp_path, {"enabled": True, "distill_weight": 1.0})
+    assert last["samples_seen"] == 6 * 8                                        # clean views are not counted
     assert last["clean_ce"] > 0 and last["distill"] > 0
     assert abs(last["loss"] - (last["ce"] + last["clean_ce"] + last["distill"])) < 1e-3
+
+
+def test_a_frozen_teacher_reads_the_clean_view(tmp_path, _one_torch_thread):
+    _short_run(tmp_path / "teacher", {"enabled": False})
+    last = _short_run(tmp_path / "student", {"enabled": True, "teacher": str(tmp_path / "teacher")})
+    assert last["clean_ce"] > 0 and last["distill"] > 0
+    # the run's model learns from its own cross-entropy and the teacher's predictions, not the clean CE
+    assert abs(last["loss"] - (last["ce"] + last["distill"])) < 1e-3
+    with pytest.raises(ValueError, match=r"^trainer\.clean_view\.teacher: "):
+        _short_run(tmp_path / "bad", {"enabled": True, "teacher": str(tmp_path / "no_run")})

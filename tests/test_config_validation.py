@@ -49,6 +49,9 @@ def test_shipped_configs_are_valid(name):
     ("trainer.clean_view.enabled=true", "trainer.clean_view.enabled"),  # array payloads hold no peak lists
     ("trainer.clean_view.temperature=0", "trainer.clean_view.temperature"),
     ("trainer.clean_view.crystallite_size_nm=-1", "trainer.clean_view.crystallite_size_nm"),
+    ("trainer.clean_view.teacher=somewhere", "trainer.clean_view.teacher"),  # without enabled
+    ("trainer.clean_view.enabled=true cluster.payload=peaks trainer.clean_view.teacher=/no/such/run",
+     "trainer.clean_view.teacher"),
 ])
 def test_impossible_value_names_its_key(override, key):
     cfg = compose_train(override.split())

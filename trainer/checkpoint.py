@@ -276,22 +276,23 @@ def _log_axis(model_cfg) -> Optional[tuple]:
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike, space_groups: list[int],
-                         input_length: int, model_cfg=None) -> CheckpointMeta:
+                         input_length: int, model_cfg=None, key: str = "trainer.init_weights") -> CheckpointMeta:
     """Load the weights of checkpoint ``path`` into ``model`` (``trainer.init_weights``); ``ValueError``
     naming the key when its classes, input length or layers differ from the run's. A log-Q model (its
     ``model_cfg``) may start from one trained on another 2-theta step over the same range and log axis:
-    its layers only ever see the log-Q axis (pure patterns on the paper's grid, then measured-looking ones)."""
+    its layers only ever see the log-Q axis (pure patterns on the paper's grid, then measured-looking ones).
+    ``key`` names the config key in the errors."""
     meta = load_meta(path)
-    require_classes(meta, space_groups, f"trainer.init_weights: {path}")
+    require_classes(meta, space_groups, f"{key}: {path}")
     same_axis = model_cfg is not None and _log_axis(model_cfg) is not None \
         and _log_axis(meta.model) == _log_axis(model_cfg)
     if int(meta.input_length) != int(input_length) and not same_axis:
-        raise ValueError(f"trainer.init_weights: {path} reads {meta.input_length} points, this run's "
+        raise ValueError(f"{key}: {path} reads {meta.input_length} points, this run's "
                          f"patterns have {input_length}")
     try:
         model.load_state_dict(load_weights(path), strict=True)
     except RuntimeError as err:  # missing, unexpected or differently shaped layers
-        raise ValueError(f"trainer.init_weights: the weights of {path} do not fit this run's model "
+        raise ValueError(f"{key}: the weights of {path} do not fit this run's model "
                          f"({str(err).splitlines()[0]})") from err
     return meta
 

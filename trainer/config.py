@@ -153,6 +153,9 @@ class CleanViewConfig:
     Gaussian peaks. Both views go through the model in one batch; the loss adds ``ce_weight`` x the clean
     view's cross-entropy and ``distill_weight`` x T^2 x KL(clean || measured) at ``temperature`` T, the
     clean predictions detached: the measured view learns towards what the model reads in the clean one.
+    With ``teacher`` (a checkpoint of the same model and classes, e.g. a pure-pattern run), a frozen copy of
+    that model reads the clean view instead: the KL pulls the measured view towards its predictions and
+    ``ce_weight`` is unused (the run's model sees only the measured view).
     """
 
     enabled: bool = False
@@ -160,6 +163,7 @@ class CleanViewConfig:
     ce_weight: float = 1.0
     distill_weight: float = 1.0
     temperature: float = 2.0
+    teacher: Optional[str] = None  # checkpoint whose frozen model reads the clean view; null: the run's own
 
     def validate(self, prefix: str = "trainer.clean_view") -> "CleanViewConfig":
         """Raise ``ValueError`` naming the key of an impossible value; returns ``self``."""
@@ -168,6 +172,8 @@ class CleanViewConfig:
         for key in ("ce_weight", "distill_weight"):
             _check(getattr(self, key) >= 0, f"{prefix}.{key}", f"must be >= 0, got {getattr(self, key)}")
         _check(self.temperature > 0, f"{prefix}.temperature", f"must be > 0, got {self.temperature}")
+        _check(self.teacher is None or self.enabled, f"{prefix}.teacher",
+               f"is set ({self.teacher}) but {prefix}.enabled is false")
         return self
 
 

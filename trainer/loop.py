@@ -24,7 +24,7 @@ from torch import nn
 
 # The step's pieces live in their own modules; importers of this one keep finding them here.
 from trainer.batches import check_batch, to_tensors
-from trainer.clean_view import clean_inputs, clean_view_loss, split_outputs
+from trainer.clean_view import clean_inputs, clean_view_loss, load_teacher, split_outputs
 from trainer.checkpoint import (
     CheckpointMeta,
     load_initial_weights,
@@ -134,6 +134,8 @@ def fit(
             log.info("started from the weights of %s (step %d, %d patterns)", tcfg.init_weights,
                      int(start.step), int(start.samples_seen))
     model.to(device)
+    teacher = (load_teacher(tcfg.clean_view, spec.model, spec.space_groups, length, device)
+               if tcfg.clean_view.enabled and tcfg.clean_view.teacher else None)
     optimizer = make_optimizer(model.parameters(), spec.optimizer)
     scheduler = make_scheduler(optimizer, spec.optimizer, tcfg.batches_per_epoch)
     if resume_state is not None:
@@ -250,11 +252,14 @@ def fit(
                     problem = "skipped on another worker"
             if problem is None:
                 x, y, v = to_tensors(batch, device)
-                if tcfg.clean_view.enabled:  # the measured and the clean view in one forward pass
+                if tcfg.clean_view.enabled and teacher is None:  # the measured and clean view in one pass
                     x = torch.cat([x, clean_inputs(batch, tcfg.clean_view, device)])
                 with autocast:
                     out = auxiliary_outputs(model, train_model(x))
-                if tcfg.clean_view.enabled:
+                if teacher is not None:
+                    with torch.no_grad(), autocast:
+                        clean_logits = teacher(clean_inputs(batch, tcfg.clean_view, device))["logits"]
+                elif tcfg.clean_view.enabled:
                     out, clean_logits = split_outputs(out, len(y))
                 loss, parts = compute_loss(out, y, v, spec.volume_norm, tcfg.volume_loss_weight, tcfg.label_smoothing,
                                            class_systems)

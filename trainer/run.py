@@ -178,6 +178,13 @@ def validate_config(cfg: DictConfig) -> None:
     if trainer_cfg.clean_view.enabled and cluster_cfg.payload != "peaks":
         raise ValueError(f"trainer.clean_view.enabled renders each pattern's clean view from its peak list; it needs "
                          f"cluster.payload=peaks, got {cluster_cfg.payload!r}")
+    teacher = trainer_cfg.clean_view.teacher
+    if teacher:  # a missing or broken checkpoint stops the run before any stream starts
+        from trainer.checkpoint import load_meta
+        try:
+            load_meta(teacher)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"trainer.clean_view.teacher must name a readable checkpoint ({err})") from err
     if cfg.get("simulation") is not None:  # the representation (kind) and its config, and a payload that can carry it
         representation = make_representation(cfg.simulation)
         check_payload(cluster_cfg.payload, representation)

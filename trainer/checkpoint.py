@@ -281,8 +281,11 @@ def load_initial_weights(model: nn.Module, path: str | os.PathLike, space_groups
     naming the key when its classes, input length or layers differ from the run's. A log-Q model (its
     ``model_cfg``) may start from one trained on another 2-theta step over the same range and log axis:
     its layers only ever see the log-Q axis (pure patterns on the paper's grid, then measured-looking ones).
-    ``key`` names the config key in the errors."""
-    meta = load_meta(path)
+    ``key`` names the config key in the errors, a missing checkpoint's too."""
+    try:
+        meta = load_meta(path)
+    except FileNotFoundError as err:
+        raise ValueError(f"{key}: {err}") from err
     require_classes(meta, space_groups, f"{key}: {path}")
     same_axis = model_cfg is not None and _log_axis(model_cfg) is not None \
         and _log_axis(meta.model) == _log_axis(model_cfg)

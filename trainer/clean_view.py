@@ -30,16 +30,13 @@ def clean_inputs(batch: PeakBatch, cfg: CleanViewConfig, device: torch.device) -
 def load_teacher(cfg: CleanViewConfig, model_cfg, space_groups: list[int], input_length: int,
                  device: torch.device) -> torch.nn.Module:
     """The frozen model of checkpoint ``cfg.teacher`` (built like the run's model, in eval mode); ``ValueError``
-    naming ``trainer.clean_view.teacher`` when its classes, input length or layers differ from the run's."""
+    naming ``trainer.clean_view.teacher`` when it is missing or its classes, input length or layers differ
+    from the run's."""
     from trainer.checkpoint import load_initial_weights
     from trainer.models import build_model
 
     teacher = build_model(model_cfg, len(space_groups), input_length)
-    try:
-        load_initial_weights(teacher, cfg.teacher, space_groups, input_length, model_cfg,
-                             key="trainer.clean_view.teacher")
-    except OSError as err:  # no checkpoint there
-        raise ValueError(f"trainer.clean_view.teacher: {err}") from err
+    load_initial_weights(teacher, cfg.teacher, space_groups, input_length, model_cfg, key="trainer.clean_view.teacher")
     return teacher.to(device).eval().requires_grad_(False)
 
 

@@ -8,8 +8,8 @@ The physics of ``simulator.PatternSimulator.patterns``, vectorised over the batc
    the tallest peak's height: the same formulas as ``simulator.profiles.render_peaks``, so every
    profile covers exactly the grid points the Numba renderer fills.
 2. Profiles (device, O(peaks x window)): every (pattern, peak, Gaussian/Lorentzian part) is one
-   row of a padded (rows, W) block, rows sorted by window length and cut into blocks of at most
-   ``chunk_elements`` values, added into the flat (B * N) output with ``index_add_``. Pure
+   row of a padded (rows, W) block, rows grouped by kind and window length (quarter octaves) and cut
+   into blocks of at most ``chunk_elements`` values, added into the flat (B * N) output with ``index_add_``. Pure
    patterns are scaled to max 1.
 3. Imperfections (device, O(B x N)): impurity mixing with a partner pattern of the batch, GP
    background (linear interpolation of knots, shifted to min 0, scaled to its drawn sum), Vecsei
@@ -132,31 +132,31 @@ class TorchRenderer:
         r = profile_rows(batch)
         if len(r.length):
             order = np.argsort(r.length, kind="stable")
-            length = r.length[order]
-            # blocks of rows of similar length: padded width <= the block's longest window
-            bucket = np.ceil(np.log2(length)).astype(np.int64)
+            # blocks of one profile kind and lengths within a quarter octave (padding wastes < 19 %),
+            # and each block evaluates only its own formula (Lorentzian tails hold most of the values)
+            bucket = np.ceil(4.0 * np.log2(r.length[order])).astype(np.int64) * 2 + r.lorentz[order]
             for k in np.unique(bucket):
                 sel = order[bucket == k]
                 width = int(r.length[sel].max())
                 per = max(1, self.chunk_elements // width)
                 for a in range(0, len(sel), per):
-                    self._add_block(out, r, sel[a:a + per], width, s.grid_step)
+                    self._add_block(out, r, sel[a:a + per], width, s.grid_step, bool(k % 2))
         out = out.view(b, n)
         top = out.amax(dim=1, keepdim=True)
         return torch.where(top > 0, out / torch.where(top > 0, top, 1.0), out)
 
-    def _add_block(self, out: torch.Tensor, r: _Rows, sel: np.ndarray, width: int, step: float) -> None:
+    def _add_block(self, out: torch.Tensor, r: _Rows, sel: np.ndarray, width: int, step: float,
+                   lorentz: bool) -> None:
         j = torch.arange(width, device=self.device)
         length = self._t(r.length[sel], torch.int64)
-        inside = j[None, :] < length[:, None]
         u = self._t(r.u0[sel])[:, None] + j.to(self.dtype)[None, :] * step
         h, coef = self._t(r.height[sel])[:, None], self._t(r.coef[sel])[:, None]
-        lor = self._t(r.lorentz[sel], torch.bool)[:, None]
-        uu = coef * u * u
-        val = torch.where(lor, h / (1.0 + uu), h * torch.exp(-uu))
+        val = u.square_().mul_(coef)                                   # uu, in place
+        val = h / val.add_(1.0) if lorentz else val.neg_().exp_().mul_(h)
+        val.masked_fill_(j[None, :] >= length[:, None], 0.0)           # padding adds zeros
         start = self._t(r.flat_start[sel], torch.int64)[:, None]
-        index = torch.where(inside, start + j[None, :], start)
-        out.index_add_(0, index.reshape(-1), torch.where(inside, val, 0.0).reshape(-1))
+        index = (start + j[None, :]).clamp_(max=out.numel() - 1)
+        out.index_add_(0, index.reshape(-1), val.reshape(-1))
 
     # -- whole patterns --------------------------------------------------------------------------
     def intensities(self, batch: PeakBatch, noise: bool = True) -> torch.Tensor:

@@ -47,15 +47,17 @@ def split_outputs(out: dict[str, torch.Tensor], b: int) -> tuple[dict[str, torch
 
 
 def clean_view_loss(measured_logits: torch.Tensor, clean_logits: torch.Tensor, y: torch.Tensor,
-                    cfg: CleanViewConfig, label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    cfg: CleanViewConfig, label_smoothing: float = 0.0,
+                    learn_clean: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``ce_weight`` x CE(clean) + ``distill_weight`` x T^2 x KL(softmax(clean / T) || softmax(measured / T)),
-    the clean logits detached in the KL; ``(loss, {"clean_ce", "distill"})`` (both detached). Clean logits
-    without a gradient (a frozen teacher's) leave the CE out of the loss: it is only reported."""
+    the clean logits detached in the KL; ``(loss, {"clean_ce", "distill"})`` (both detached).
+    ``learn_clean=False`` (a frozen teacher reads the clean view) leaves the CE out of the loss: it is only
+    reported."""
     clean = clean_logits.float()
     ce = F.cross_entropy(clean, y, label_smoothing=label_smoothing)
     t = float(cfg.temperature)
     teacher = F.log_softmax(clean.detach() / t, dim=1)
     student = F.log_softmax(measured_logits.float() / t, dim=1)
     kl = F.kl_div(student, teacher, log_target=True, reduction="batchmean") * t * t
-    loss = cfg.distill_weight * kl + (cfg.ce_weight * ce if clean_logits.requires_grad else 0.0)
+    loss = cfg.distill_weight * kl + (cfg.ce_weight * ce if learn_clean else 0.0)
     return loss, {"clean_ce": ce.detach(), "distill": kl.detach()}

@@ -265,7 +265,7 @@ def fit(
                                            class_systems)
                 if tcfg.clean_view.enabled:
                     extra, clean_parts = clean_view_loss(out["logits"], clean_logits, y, tcfg.clean_view,
-                                                         tcfg.label_smoothing)
+                                                         tcfg.label_smoothing, learn_clean=teacher is None)
                     loss = loss + extra
                     parts.update(clean_parts)
                 optimizer.zero_grad(set_to_none=True)

@@ -189,7 +189,7 @@ class TrainerConfig:
     volume_loss_weight: float = 1.0
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 (also on CPUs with native bf16) | fp32
     compile: bool = False  # torch.compile (CUDA only; ignored on the CPU)
     tf32: bool = True
     torch_threads: int = 0  # 0: cluster.trainer_cpus threads on the CPU (the CLI run; fit alone leaves torch as is)

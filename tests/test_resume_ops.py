@@ -4,6 +4,7 @@ folder (torn files and partial checkpoints left by a kill: tests/test_faults_run
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -60,6 +61,30 @@ def test_a_resume_in_the_same_folder_logs_every_step_once(tmp_path):
     assert [r["step"] for r in records if r["kind"] == "eval"] == [2, 4, 6]
     assert csv_steps(run / "train.csv") == [1, 2, 3, 4, 5, 6]
     assert csv_steps(run / "eval.csv") == [2, 4, 6]
+
+
+def test_a_resumed_fine_tune_keeps_where_it_began(tmp_path):
+    """A run that started from earlier weights keeps that record when it is resumed (model cards follow it)."""
+    from dataclasses import replace
+
+    from hydra import compose, initialize_config_dir
+
+    from trainer.run import setup_run
+
+    first = tmp_path / "first"
+    fit(spec(first, max_steps=3), ToySource(length=LENGTH, seed=0))
+    tuned = tmp_path / "tuned"
+    fit(replace(spec(tuned, max_steps=3, init_weights=str(first)), config={"trainer": {"init_weights": str(first)}}),
+        ToySource(length=LENGTH, seed=1))
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"trainer.resume={tuned}"])
+    setup = setup_run(cfg)
+    assert setup.out_dir == tuned and setup.start_step == 3
+    assert setup.trainer.init_weights == str(first) and cfg.trainer.init_weights == str(first)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        plain = compose(config_name="train", overrides=[f"trainer.resume={first}"])
+    assert setup_run(plain).trainer.init_weights is None     # a run that began from scratch
 
 
 def test_the_output_folder_rule(tmp_path):

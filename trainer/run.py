@@ -194,6 +194,18 @@ def validate_config(cfg: DictConfig) -> None:
         to_dataclass(EvaluationConfig, cfg.evaluation).validate()
 
 
+def began_from(cfg: DictConfig) -> Optional[str]:
+    """``trainer.init_weights`` of the run, and for a resumed run the one its checkpoint records: the weights
+    stay from the checkpoint, the record of where the run began stays in its config (model cards follow
+    it back through earlier cycles). The command line cannot give both (:func:`validate_config`)."""
+    if cfg.trainer.get("init_weights") or not cfg.trainer.get("resume"):
+        return cfg.trainer.get("init_weights")
+    from trainer.checkpoint import load_meta
+
+    earlier = (load_meta(cfg.trainer.resume).config or {}).get("trainer") or {}
+    return earlier.get("init_weights")
+
+
 @dataclass
 class RunSetup:
     """A run's folder and its typed config groups, after validation (see :func:`setup_run`)."""
@@ -219,6 +231,7 @@ def setup_run(cfg: DictConfig) -> RunSetup:
     start_step = prepare_output_dir(out_dir, cfg.trainer.get("resume"))
     OmegaConf.set_struct(cfg, False)
     cfg.trainer.output_dir = str(out_dir)
+    cfg.trainer.init_weights = began_from(cfg)
     OmegaConf.set_struct(cfg, True)
     OmegaConf.resolve(cfg)
     return RunSetup(out_dir, start_step, typed(TrainerConfig, cfg.trainer), to_dataclass(ClusterConfig, cfg.cluster),

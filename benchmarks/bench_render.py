@@ -57,6 +57,27 @@ def best_rate(fn, batches, repeat: int, sync=lambda: None) -> float:
     return n / best
 
 
+def measure(sim, batches, repeat: int, seed: int = 0) -> dict:
+    """One simulation's row: profile values per pattern and patterns/s of both renderers on ``batches``."""
+    import torch
+
+    from cluster.peak_batch import render_reference
+    from cluster.torch_render import TorchRenderer, profile_rows
+
+    noise_rng = np.random.default_rng(seed)
+    cpu = TorchRenderer("cpu")
+    row = {
+        "profile_values_per_pattern": float(np.mean([profile_rows(b).length.sum() / len(b) for b in batches])),
+        "numba_patterns_per_s": best_rate(lambda b: render_reference(b, sim, noise_rng), batches, repeat),
+        "torch_cpu_patterns_per_s": best_rate(cpu, batches, repeat),
+    }
+    row["torch_cpu_over_numba"] = row["torch_cpu_patterns_per_s"] / row["numba_patterns_per_s"]
+    if torch.cuda.is_available():
+        gpu = TorchRenderer("cuda")
+        row["torch_cuda_patterns_per_s"] = best_rate(gpu, batches, repeat, torch.cuda.synchronize)
+    return row
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--simulations", nargs="+", default=["default", "measured"])
@@ -69,24 +90,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from cluster.peak_batch import render_reference
-    from cluster.torch_render import TorchRenderer, profile_rows
-
     torch.set_num_threads(1)
     results = {}
     for name in args.simulations:
         sim, batches = payloads(name, args.batches, args.batch_size, args.seed)
-        noise_rng = np.random.default_rng(args.seed)
-        cpu = TorchRenderer("cpu")
-        row = {
-            "profile_values_per_pattern": float(np.mean([profile_rows(b).length.sum() / len(b) for b in batches])),
-            "numba_patterns_per_s": best_rate(lambda b: render_reference(b, sim, noise_rng), batches, args.repeat),
-            "torch_cpu_patterns_per_s": best_rate(cpu, batches, args.repeat),
-        }
-        row["torch_cpu_over_numba"] = row["torch_cpu_patterns_per_s"] / row["numba_patterns_per_s"]
-        if torch.cuda.is_available():
-            gpu = TorchRenderer("cuda")
-            row["torch_cuda_patterns_per_s"] = best_rate(gpu, batches, args.repeat, torch.cuda.synchronize)
+        row = measure(sim, batches, args.repeat, args.seed)
         results[name] = row
         print(f"{name}: {row['profile_values_per_pattern']:,.0f} profile values per pattern; "
               f"Numba {row['numba_patterns_per_s']:,.0f} patterns/s, torch CPU (1 thread) "

@@ -1,6 +1,7 @@
 """Space-group candidates for measured powder patterns from one checkpoint or an ensemble.
 
     python -m inference.predict FILE... [--checkpoint CKPT [CKPT...]] [--wavelength A] [--top-k 5] [--json]
+                                [--plot DIR]
 
 Without ``--checkpoint`` the models bundled in ``inference/pretrained/`` are used (several form an
 ensemble). A checkpoint with a ``calibration.json`` (``python -m inference.calibrate``) has its
@@ -13,7 +14,8 @@ were made (see :mod:`inference.patterns`); the members' class probabilities are 
 (:mod:`inference.ensemble`). Per file the report lists the top-k space groups (number,
 Hermann-Mauguin symbol, crystal system, probability), how many members agree on the top-1, the
 predicted cell volume where the models have a volume head, and a refusal flag when the top
-probability is below the configured threshold. A file that cannot be used gets a clear error and
+probability is below the configured threshold. ``--plot DIR`` also writes one PNG per answered file: the
+pattern as the (first) model reads it beside the candidates' probabilities. A file that cannot be used gets a clear error and
 the other files still get their answers (exit status 1 when any file failed).
 
 Defaults come from ``conf/inference/default.yaml``. This module holds the command and its report
@@ -36,7 +38,7 @@ from inference.space_groups import crystal_system, space_group_symbol
 __all__ = ["CONF_DIR", "DEFAULT_CONFIG", "Candidate", "EvaluateConfig", "InferenceConfig", "Member",
            "PatternPrediction", "Predictor", "build_parser", "crystal_system", "format_table", "input_spec",
            "load_config", "load_member", "main", "resolve_checkpoints", "space_group_symbol",
-           "split_config_argument", "to_json"]
+           "split_config_argument", "to_json", "write_plots"]
 
 
 # ----------------------------------------------------------------------------------------- output
@@ -97,7 +99,41 @@ def build_parser(cfg: InferenceConfig) -> argparse.ArgumentParser:
                          f"threshold, else {cfg.refusal_threshold})")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--device", default=cfg.device, help=f"torch device (default {cfg.device})")
+    ap.add_argument("--plot", metavar="DIR", default=None,
+                    help="also write a PNG per answered file into DIR: the pattern as the model reads it "
+                         "and the candidates' probabilities")
     return ap
+
+
+def plot_names(sources: Sequence[str]) -> list[str]:
+    """A distinct PNG file name per source: the file's stem, with its folder where stems repeat
+    (measured patterns often share a file name, one folder per sample), and a counter where that repeats too."""
+    from pathlib import Path
+
+    paths = [Path(s) for s in sources]
+    stems = [p.stem for p in paths]
+    names = [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 and p.parent.name else p.stem for p in paths]
+    out: list[str] = []
+    for i, n in enumerate(names):
+        out.append(f"{n}_{names[:i].count(n) + 1}.png" if names.count(n) > 1 else f"{n}.png")
+    return out
+
+
+def write_plots(results: Sequence[PatternPrediction], predictor: Predictor, folder: str) -> list[str]:
+    """One PNG per answered pattern in ``folder`` (see :func:`inference.reports.plot_prediction`); their paths."""
+    from pathlib import Path
+
+    from inference.reports import plot_prediction
+
+    spec = predictor.members[0].spec
+    answered = [r for r in results if r.ok and r.model_input is not None]
+    written = []
+    for r, name in zip(answered, plot_names([r.source for r in answered])):
+        candidates = [(f"{c.space_group} {c.symbol} ({c.crystal_system})", c.probability) for c in r.candidates]
+        title = f"{Path(*Path(r.source).parts[-2:])}: coverage {r.coverage:.0%}, λ {r.wavelength:.4f} Å"
+        written.append(str(plot_prediction(spec.grid, spec.axis, r.model_input.values, r.model_input.mask,
+                                           candidates, predictor.refusal_threshold, Path(folder) / name, title)))
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(to_json(results, threshold, checkpoints, predictor.threshold_source, predictor.temperatures))
     else:
         print(format_table(results, threshold), end="")
+    if args.plot:
+        for path in write_plots(results, predictor, args.plot):
+            print(f"plot: {path}", file=sys.stderr if args.json else sys.stdout)
     for r in results:
         if not r.ok:
             print(f"error: {r.source}: {r.error}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -19,7 +19,7 @@ import torch
 from inference.config import InferenceConfig, load_config
 from inference.ensemble import EnsemblePrediction, align_classes, combine, refused, softmax, top_k
 from inference.members import Member, load_member
-from inference.patterns import prepare_pattern
+from inference.patterns import PreparedPattern, prepare_pattern
 from inference.readers import MeasuredPattern, PatternError, read_pattern
 from inference.space_groups import crystal_system, space_group_symbol
 
@@ -52,6 +52,7 @@ class PatternPrediction:
         wavelength_source: "option", "file" or "model" (assumed equal to the model's).
         error: the reason no prediction was made, else None.
         probabilities: (C,) ensemble probabilities over ``Predictor.space_groups`` (not in JSON).
+        model_input: the pattern as the first member reads it (not in JSON; measured patterns only).
     """
 
     source: str
@@ -67,14 +68,15 @@ class PatternPrediction:
     wavelength_source: Optional[str] = None
     error: Optional[str] = None
     probabilities: Optional[np.ndarray] = field(default=None, repr=False)
+    model_input: Optional[PreparedPattern] = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("probabilities")
+        d = asdict(replace(self, probabilities=None, model_input=None))  # the arrays stay out of JSON
+        del d["probabilities"], d["model_input"]
         return d
 
 
@@ -209,7 +211,8 @@ class Predictor:
                                                  wavelength_source=wl_source))
                 continue
             results.append(PatternPrediction(source=source, coverage=cov, wavelength=wl_used,
-                                             wavelength_source=wl_source, n_members=len(self.members)))
+                                             wavelength_source=wl_source, n_members=len(self.members),
+                                             model_input=cache[self.spec_keys[id(self.members[0])]]))
             prepared_rows.append(per_member)
             good.append(len(results) - 1)
         if good:

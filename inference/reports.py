@@ -111,3 +111,38 @@ def plot_coverage_accuracy(thresholds: Sequence[float], coverage: Sequence[float
     ax.grid(alpha=0.3)
     ax.set_title(title or "Coverage vs accuracy over refusal thresholds")
     return _save(fig, path)
+
+
+AXIS_LABELS = {"two_theta": "2θ (deg)", "inverse_d": "1/d (1/Å)", "r": "r (Å)"}
+
+
+def plot_prediction(grid: np.ndarray, axis: str, values: np.ndarray, mask: np.ndarray,
+                    candidates: Sequence[tuple[str, float]], threshold: float, path: str | Path,
+                    title: str = "") -> Path:
+    """One pattern's answer at a glance: the input as the model reads it (``values`` on ``grid``, the part
+    the scan does not cover shaded) beside the candidates' probabilities (``(label, probability)``, most
+    probable first) with the refusal threshold marked."""
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2.4, 1]})
+    grid, values, mask = np.asarray(grid, float), np.asarray(values, float), np.asarray(mask, bool)
+    ax.plot(grid, values, lw=0.7, color="black")
+    edges = np.flatnonzero(np.diff(np.r_[0, (~mask).astype(int), 0]))  # start/stop pairs of uncovered runs
+    for lo, hi in zip(edges[::2], edges[1::2]):
+        ax.axvspan(grid[lo], grid[hi - 1], color="0.85", lw=0, label="not covered by the scan" if lo == edges[0] else None)
+    if (~mask).any():
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlim(grid[0], grid[-1])
+    ax.set_xlabel(AXIS_LABELS.get(axis, axis))
+    ax.set_ylabel("model input")
+    ax.set_title(title or "pattern as the model reads it", fontsize=10)
+    labels = [c[0] for c in candidates][::-1]
+    probs = [100 * c[1] for c in candidates][::-1]
+    colours = ["tab:blue" if p >= 100 * threshold else "tab:gray" for p in probs]
+    bx.barh(range(len(probs)), probs, color=colours)
+    bx.set_yticks(range(len(probs)), labels, fontsize=8)
+    bx.axvline(100 * threshold, color="tab:red", ls="--", lw=1, label=f"refusal threshold {threshold:.2f}")
+    bx.set_xlim(0, 100)
+    bx.set_xlabel("probability (%)")
+    bx.legend(loc="lower right", fontsize=8)
+    bx.set_title("refused: a guess" if probs and probs[-1] < 100 * threshold else "answer", fontsize=10)
+    return _save(fig, path)

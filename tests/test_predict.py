@@ -229,3 +229,39 @@ def test_huge_values_and_decimal_commas_do_not_stop_the_other_files(predictor, t
     assert "decimal commas" in payload[3]["error"] and f"{ambiguous}:" in err
     assert payload[1]["candidates"] == payload[2]["candidates"]  # decimal commas read as the same numbers
     assert payload[1]["candidates"][0]["space_group"] == 225
+
+
+def test_plot_names_are_distinct_for_files_of_one_name():
+    from inference.predict import plot_names
+
+    assert plot_names(["a/data.csv", "b/data.csv", "c/scan.xy"]) == ["a_data.png", "b_data.png", "scan.png"]
+    assert plot_names(["a/x.xy", "a/x.csv", "y.xy"]) == ["a_x_1.png", "a_x_2.png", "y.png"]
+
+
+def test_plots_show_what_the_model_read(checkpoint, predictor, tmp_path, capsys):
+    """--plot writes one PNG per answered file; the plotted input is exactly the model's input."""
+    from matplotlib.image import imread
+
+    from inference.patterns import prepare_pattern
+    from inference.readers import read_pattern
+
+    x, y = _measured(structures()[225], lo=20.0, hi=70.0)
+    files = []
+    for sample in ("s1", "s2"):                                           # two samples, one file name
+        (tmp_path / sample).mkdir()
+        files.append(write_xy(tmp_path / sample / "data.csv", x, y, delimiter=","))
+    bad = tmp_path / "empty.xy"
+    bad.write_text("")
+    (r, _) = predictor.predict_files(files)
+    expected = prepare_pattern(read_pattern(files[0]), predictor.members[0].spec, predictor.cfg.pattern)
+    np.testing.assert_array_equal(r.model_input.values, expected.values)
+    assert not r.model_input.mask.all() and r.model_input.mask.any()     # a part scan: the shading has work
+    code = main([*map(str, files), str(bad), "--checkpoint", str(checkpoint), "--plot", str(tmp_path / "png")])
+    out = capsys.readouterr().out
+    assert code == 1                                                      # the empty file is reported
+    pngs = sorted((tmp_path / "png").glob("*.png"))
+    assert [p.name for p in pngs] == ["s1_data.png", "s2_data.png"]
+    assert all(f"plot: {p}" in out for p in pngs)
+    image = imread(pngs[0])
+    assert image.ndim == 3 and image.shape[1] > image.shape[0] > 200
+    assert "model_input" not in json.dumps(r.to_dict())

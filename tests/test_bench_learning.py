@@ -3,14 +3,13 @@ a small slice of the default database (hermetic cache folder, in-process stream,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_module import benchmark_module
+
 TINY = ["database.limit=1500", "statistics.min_crystals_per_class=10", "cluster=local", "cluster.batch_size=8",
         "evaluation.max_test_crystals=20", "evaluation.synthetic_size=32", "trainer.progress=false",
         "trainer.log_every=1"]
@@ -18,12 +17,8 @@ TINY = ["database.limit=1500", "statistics.min_crystals_per_class=10", "cluster=
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "benchmarks" / "bench_learning.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with benchmark_module("bench_learning") as module:
+        yield module
 
 
 def test_points_are_whole_steps_doubling_to_the_last(bench):

@@ -1,20 +1,14 @@
 """benchmarks/bench_models.py builds every model config, including those that extend another."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
+from benchmark_module import benchmark_module
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_models", ROOT / "benchmarks" / "bench_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with benchmark_module("bench_models") as module:
+        yield module
 
 
 def test_model_configs_that_extend_another_are_composed(bench):

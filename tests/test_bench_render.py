@@ -1,25 +1,22 @@
 """benchmarks/bench_render.py times both renderers on the same payloads and reports their ratio."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmark_module import benchmark_module
+from toy_statistics import toy_statistics
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from toy_statistics import toy_statistics  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_render", ROOT / "benchmarks" / "bench_render.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with benchmark_module("bench_render") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ were made (see :mod:`inference.patterns`); the members' class probabilities are 
 (:mod:`inference.ensemble`). Per file the report lists the top-k space groups (number,
 Hermann-Mauguin symbol, crystal system, probability), how many members agree on the top-1, the
 predicted cell volume where the models have a volume head, and a refusal flag when the top
-probability is below the configured threshold. ``--plot DIR`` also writes one PNG per answered file: the
-pattern as the (first) model reads it beside the candidates' probabilities. A file that cannot be used gets a clear error and
-the other files still get their answers (exit status 1 when any file failed).
+probability is below the configured threshold. ``--plot DIR`` also writes one PNG per answered
+file: the pattern as the (first) model reads it beside the candidates' probabilities. A file that
+cannot be used gets a clear error and the other files still get their answers (exit status 1 when
+any file failed).
 
 Defaults come from ``conf/inference/default.yaml``. This module holds the command and its report
 formats; the config is in :mod:`inference.config`, the members in :mod:`inference.members` and
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from inference.command_line import config_and_arguments, load_predictor, resolve_checkpoints, split_config_argument
@@ -108,8 +110,6 @@ def build_parser(cfg: InferenceConfig) -> argparse.ArgumentParser:
 def plot_names(sources: Sequence[str]) -> list[str]:
     """A distinct PNG file name per source: the file's stem, with its folder where stems repeat
     (measured patterns often share a file name, one folder per sample), and a counter where that repeats too."""
-    from pathlib import Path
-
     paths = [Path(s) for s in sources]
     stems = [p.stem for p in paths]
     names = [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 and p.parent.name else p.stem for p in paths]
@@ -121,8 +121,6 @@ def plot_names(sources: Sequence[str]) -> list[str]:
 
 def write_plots(results: Sequence[PatternPrediction], predictor: Predictor, folder: str) -> list[str]:
     """One PNG per answered pattern in ``folder`` (see :func:`inference.reports.plot_prediction`); their paths."""
-    from pathlib import Path
-
     from inference.reports import plot_prediction
 
     spec = predictor.members[0].spec
@@ -154,8 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(format_table(results, threshold), end="")
     if args.plot:
-        for path in write_plots(results, predictor, args.plot):
-            print(f"plot: {path}", file=sys.stderr if args.json else sys.stdout)
+        try:
+            for path in write_plots(results, predictor, args.plot):
+                print(f"plot: {path}", file=sys.stderr if args.json else sys.stdout)
+        except OSError as err:
+            print(f"error: --plot {args.plot}: cannot write the plots ({err})", file=sys.stderr)
+            return 1
     for r in results:
         if not r.ok:
             print(f"error: {r.source}: {r.error}", file=sys.stderr)

@@ -144,5 +144,5 @@ def plot_prediction(grid: np.ndarray, axis: str, values: np.ndarray, mask: np.nd
     bx.set_xlim(0, 100)
     bx.set_xlabel("probability (%)")
     bx.legend(loc="lower right", fontsize=8)
-    bx.set_title("refused: a guess" if probs and probs[-1] < 100 * threshold else "answer", fontsize=10)
+    bx.set_title("refused: a guess" if probs and probs[-1] < 100 * threshold else "answered", fontsize=10)
     return _save(fig, path)

@@ -151,17 +151,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(to_json(results, threshold, checkpoints, predictor.threshold_source, predictor.temperatures))
     else:
         print(format_table(results, threshold), end="")
+    ok = all(r.ok for r in results)
     if args.plot:
         try:
             for path in write_plots(results, predictor, args.plot):
                 print(f"plot: {path}", file=sys.stderr if args.json else sys.stdout)
         except OSError as err:
             print(f"error: --plot {args.plot}: cannot write the plots ({err})", file=sys.stderr)
-            return 1
+            ok = False
     for r in results:
         if not r.ok:
             print(f"error: {r.source}: {r.error}", file=sys.stderr)
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import pytest
 
 from benchmark_module import benchmark_module
 
+
 @pytest.fixture(scope="module")
 def bench():
     with benchmark_module("bench_models") as module:

@@ -266,6 +266,7 @@ def test_plots_show_what_the_model_read(checkpoint, predictor, tmp_path, capsys)
     assert image.ndim == 3 and image.shape[1] > image.shape[0] > 200
     assert "model_input" not in json.dumps(r.to_dict())
     # a plot folder that cannot be made: the answers still print, the error names the option
-    assert main([str(files[0]), "--checkpoint", str(checkpoint), "--plot", str(bad)]) == 1
+    assert main([str(files[0]), str(bad), "--checkpoint", str(checkpoint), "--plot", str(bad)]) == 1
     captured = capsys.readouterr()
     assert "probability" in captured.out and "--plot" in captured.err
+    assert f"error: {bad}" in captured.err                              # the bad file is still reported

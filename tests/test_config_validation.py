@@ -41,6 +41,7 @@ def test_shipped_configs_are_valid(name):
     ("trainer.log_every=0", "trainer.log_every"),
     ("trainer.num_workers=0", "trainer.num_workers"),
     ("trainer.init_weights=a trainer.resume=b", "trainer.init_weights"),
+    ("trainer.init_weights_grow=true", "trainer.init_weights_grow"),
     ("optimizer.lr=0", "optimizer.lr"),
     ("optimizer.lr=-0.1", "optimizer.lr"),
     ("optimizer.schedule=linear", "optimizer.schedule"),

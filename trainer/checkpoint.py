@@ -275,13 +275,37 @@ def _log_axis(model_cfg) -> Optional[tuple]:
     return tuple(round(float(v), 6) for v in cfg.axis_two_theta), int(cfg.axis_points)
 
 
+def load_grown_state(model: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Load ``weights`` of a smaller model into ``model``, which may hold extra residual branches (blocks
+    with ``new_branches``, e.g. ``model.stage_double=true`` grown from ``false``): every branch whose
+    parameters are all absent from ``weights`` starts as the identity (``start_branch_as_identity``), so
+    the grown model computes exactly what the checkpoint did. Returns the started branches' names;
+    ``RuntimeError`` (as ``load_state_dict``) for any other missing, unexpected or reshaped weight."""
+    new: dict[str, tuple[nn.Module, str]] = {}
+    for name, module in model.named_modules():
+        for branch in getattr(module, "new_branches", lambda: {})():
+            prefix = f"{name}.{branch}." if name else f"{branch}."
+            if not any(k.startswith(prefix) for k in weights):
+                new[prefix] = (module, branch)
+    result = model.load_state_dict(weights, strict=False)
+    missing = [k for k in result.missing_keys if not any(k.startswith(p) for p in new)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"Error(s) in loading state_dict: missing {missing[:3]}, "
+                           f"unexpected {list(result.unexpected_keys)[:3]}")
+    for module, branch in new.values():
+        module.start_branch_as_identity(branch)
+    return [p.rstrip(".") for p in new]
+
+
 def load_initial_weights(model: nn.Module, path: str | os.PathLike, space_groups: list[int],
-                         input_length: int, model_cfg=None, key: str = "trainer.init_weights") -> CheckpointMeta:
+                         input_length: int, model_cfg=None, key: str = "trainer.init_weights",
+                         grow: bool = False) -> CheckpointMeta:
     """Load the weights of checkpoint ``path`` into ``model`` (``trainer.init_weights``); ``ValueError``
     naming the key when its classes, input length or layers differ from the run's. A log-Q model (its
     ``model_cfg``) may start from one trained on another 2-theta step over the same range and log axis:
     its layers only ever see the log-Q axis (pure patterns on the paper's grid, then measured-looking ones).
-    ``key`` names the config key in the errors, a missing checkpoint's too."""
+    ``grow``: ``model`` may have residual branches the checkpoint lacks; they start as the identity
+    (:func:`load_grown_state`). ``key`` names the config key in the errors, a missing checkpoint's too."""
     try:
         meta = load_meta(path)
     except FileNotFoundError as err:
@@ -293,7 +317,11 @@ def load_initial_weights(model: nn.Module, path: str | os.PathLike, space_groups
         raise ValueError(f"{key}: {path} reads {meta.input_length} points, this run's "
                          f"patterns have {input_length}")
     try:
-        model.load_state_dict(load_weights(path), strict=True)
+        if grow:
+            grown = load_grown_state(model, load_weights(path))
+            log.info("%s: %d residual branches new to %s start as the identity", key, len(grown), path)
+        else:
+            model.load_state_dict(load_weights(path), strict=True)
     except RuntimeError as err:  # missing, unexpected or differently shaped layers
         raise ValueError(f"{key}: the weights of {path} do not fit this run's model "
                          f"({str(err).splitlines()[0]})") from err

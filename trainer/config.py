@@ -204,6 +204,9 @@ class TrainerConfig:
     # start from these weights (a checkpoint or a bundled model's folder) with a fresh optimizer, schedule
     # and counters: a longer or fine-tuning run after a finished one; the model and classes must match
     init_weights: Optional[str] = None
+    # init_weights from a smaller model: residual branches it lacks (model.stage_double=true grown from a
+    # checkpoint without them) start as the identity, so training goes on from exactly its function
+    init_weights_grow: bool = False
     progress: bool = True
     num_workers: int = 1  # >1: Ray Train TorchTrainer data-parallel workers
     use_gpu: bool = False  # Ray Train workers each take a GPU
@@ -229,6 +232,8 @@ class TrainerConfig:
                f"must be auto, bf16 or fp32, got {self.precision!r}")
         _check(self.ddp_backend in ("auto", "gloo", "nccl"), f"{prefix}.ddp_backend",
                f"must be auto, gloo or nccl, got {self.ddp_backend!r}")
+        _check(not self.init_weights_grow or self.init_weights, f"{prefix}.init_weights_grow",
+               "needs trainer.init_weights (the checkpoint to grow from)")
         _check(not (self.resume and self.init_weights), f"{prefix}.init_weights",
                "cannot be combined with trainer.resume (resume continues a run with its own weights)")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), f"{prefix}.device",

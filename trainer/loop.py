@@ -129,7 +129,8 @@ def fit(
         step, samples_seen = int(meta.step), int(meta.samples_seen)
         wandb_id = resume_state.extra.get("wandb_id")
     elif tcfg.init_weights:
-        start = load_initial_weights(model, tcfg.init_weights, spec.space_groups, length, spec.model)
+        start = load_initial_weights(model, tcfg.init_weights, spec.space_groups, length, spec.model,
+                                     grow=tcfg.init_weights_grow)
         if main:
             log.info("started from the weights of %s (step %d, %d patterns)", tcfg.init_weights,
                      int(start.step), int(start.samples_seen))

@@ -42,6 +42,20 @@ class ConvBlock(nn.Module):
         x = self.down(x)
         return x + self.refine(x) if self.refine is not None else x
 
+    def new_branches(self) -> dict[str, nn.Module]:
+        """The residual branch that a block without one (``double=False``) lacks, by name: what a model
+        grown from a shallower one's weights starts fresh (``trainer.init_weights_grow``)."""
+        return {"refine": self.refine} if self.refine is not None else {}
+
+    def start_branch_as_identity(self, name: str) -> None:
+        """Zero the scale and shift of the branch's last normalisation: it then adds GELU(0) = 0, so the
+        block computes exactly what the block without it did, while the convolution keeps its random
+        weights and every parameter of the branch still gets a gradient from the first step."""
+        norm = getattr(self, name)[1]
+        with torch.no_grad():
+            norm.weight.zero_()
+            norm.bias.zero_()
+
 
 class ConvNetBackbone(nn.Module):
     """Stem (kernel ``stem_kernel``, stride ``stem_stride``) and one stride-2 block per entry of ``channels``.

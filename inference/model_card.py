@@ -42,6 +42,7 @@ def _started_from(cfg: dict, seen: Any) -> list[str]:
     from trainer.checkpoint import load_meta
 
     lines, total, path = [], seen if isinstance(seen, int) else None, _get(cfg, "trainer.init_weights")
+    grown = bool(_get(cfg, "trainer.init_weights_grow"))
     for _ in range(10):  # a chain of fine-tunings; a cycle of paths cannot loop forever
         if not path:
             break
@@ -51,9 +52,11 @@ def _started_from(cfg: dict, seen: Any) -> list[str]:
             lines.append(f"- started from the weights of `{path}` (its meta.json was not found at packaging)")
             return lines
         lines.append(f"- started from the weights of `{path}`: step {earlier.step:,}, "
-                     f"{earlier.samples_seen:,} patterns, with a new optimizer and learning-rate schedule")
+                     f"{earlier.samples_seen:,} patterns, with a new optimizer and learning-rate schedule"
+                     + ("; grown: the residual branches that model lacked started as the identity" if grown else ""))
         total = None if total is None else total + int(earlier.samples_seen)
         path = _get(earlier.config or {}, "trainer.init_weights")
+        grown = bool(_get(earlier.config or {}, "trainer.init_weights_grow"))
     if lines and total is not None:
         lines.append(f"- patterns seen by these weights in all: {total:,}")
     return lines

@@ -139,6 +139,9 @@ def test_card_follows_the_weights_a_run_started_from(tmp_path):
     lines = _started_from({"trainer": {"init_weights": str(run)}}, 1000)
     assert f"step {earlier.step:,}" in lines[0] and f"{earlier.samples_seen:,} patterns" in lines[0]
     assert lines[-1].endswith(f"{1000 + earlier.samples_seen:,}")
+    assert "grown" not in lines[0]
+    grown = _started_from({"trainer": {"init_weights": str(run), "init_weights_grow": True}}, 1000)
+    assert "grown: the residual branches" in grown[0]
     assert _started_from({"trainer": {"init_weights": None}}, 1000) == []
     gone = _started_from({"trainer": {"init_weights": str(tmp_path / "gone")}}, 1000)
     assert len(gone) == 1 and "not found" in gone[0]

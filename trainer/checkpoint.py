@@ -283,7 +283,7 @@ def load_grown_state(model: nn.Module, weights: dict[str, torch.Tensor]) -> list
     ``RuntimeError`` (as ``load_state_dict``) for any other missing, unexpected or reshaped weight."""
     new: dict[str, tuple[nn.Module, str]] = {}
     for name, module in model.named_modules():
-        for branch in getattr(module, "new_branches", lambda: {})():
+        for branch in getattr(module, "new_branches", tuple)():
             prefix = f"{name}.{branch}." if name else f"{branch}."
             if not any(k.startswith(prefix) for k in weights):
                 new[prefix] = (module, branch)

@@ -42,15 +42,15 @@ class ConvBlock(nn.Module):
         x = self.down(x)
         return x + self.refine(x) if self.refine is not None else x
 
-    def new_branches(self) -> dict[str, nn.Module]:
-        """The residual branch that a block without one (``double=False``) lacks, by name: what a model
+    def new_branches(self) -> tuple[str, ...]:
+        """The names of the residual branches a block without them (``double=False``) lacks: what a model
         grown from a shallower one's weights starts fresh (``trainer.init_weights_grow``)."""
-        return {"refine": self.refine} if self.refine is not None else {}
+        return ("refine",) if self.refine is not None else ()
 
     def start_branch_as_identity(self, name: str) -> None:
         """Zero the scale and shift of the branch's last normalisation: it then adds GELU(0) = 0, so the
-        block computes exactly what the block without it did, while the convolution keeps its random
-        weights and every parameter of the branch still gets a gradient from the first step."""
+        block computes exactly what the block without it did. The convolution keeps its random weights,
+        so the zeroed scale gets a gradient from the first step and the convolution from the next."""
         norm = getattr(self, name)[1]
         with torch.no_grad():
             norm.weight.zero_()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,44 +22,97 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
+class _Ports:
+    """Ports for the nodes, drawn below the OS's ephemeral range, each checked free by binding it.
+
+    Ports from ``bind(0)`` are ephemeral: the many outgoing connections a starting Ray node makes can take
+    one of them before the node that was meant to listen on it starts, and a worker-port range above such a
+    port is not checked at all. Ports below the ephemeral range are never handed out to outgoing connections.
+    """
+
+    def __init__(self, seed: int) -> None:
+        try:
+            low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            low = 32768
+        self.low, self.high = 10000, max(low, 12000) - 1
+        self.rng = random.Random(seed)
+        self.taken: set[int] = set()
+
+    @staticmethod
+    def _bindable(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    def block(self, n: int) -> int:
+        """The first of ``n`` consecutive free ports."""
+        for _ in range(200):
+            start = self.rng.randrange(self.low, self.high - n)
+            span = range(start, start + n)
+            if not self.taken.intersection(span) and all(self._bindable(q) for q in span):
+                self.taken.update(span)
+                return start
+        raise RuntimeError(f"no {n} consecutive free ports between {self.low} and {self.high}")
+
+    def node(self) -> list[str]:
+        nm, om, agent, agent_grpc, metrics, runtime_env = (self.block(1) for _ in range(6))
+        lo = self.block(41)
+        return [f"--node-manager-port={nm}", f"--object-manager-port={om}",
+                f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+                f"--min-worker-port={lo}", f"--max-worker-port={lo + 40}"]
 
 
-def _node_ports() -> list[str]:
-    nm, om, agent, agent_grpc, metrics, runtime_env = _free_ports(6)
-    lo = _free_ports(1)[0]
-    return [f"--node-manager-port={nm}", f"--object-manager-port={om}", f"--dashboard-agent-listen-port={agent}",
-            f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
-            f"--runtime-env-agent-port={runtime_env}", f"--min-worker-port={lo}", f"--max-worker-port={lo + 40}"]
-
-
-def _wait_port(port: int, timeout: float) -> None:
+def _wait_port(port: int, timeout: float, proc: subprocess.Popen) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+                return True
         time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+    return False
 
 
-def _wait_for_nodes(address: str, env: dict, n: int, timeout: float) -> None:
+def _nodes_alive(address: str, env: dict) -> int:
+    """Nodes listed under 'Active:' by `ray status` (a failed node is listed under 'Recent failures:')."""
+    r = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True)
+    if r.returncode != 0 or "Active:" not in r.stdout:
+        return 0
+    active = r.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]
+    return active.count("node_")
+
+
+def _wait_for_nodes(address: str, env: dict, n: int, timeout: float, proc: subprocess.Popen) -> bool:
+    """Whether ``n`` nodes are alive within ``timeout`` s; gives up early when ``proc`` (the node that
+    should join) has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        r = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True)
-        if r.returncode == 0 and r.stdout.count("node_") >= n:
-            return
+        if _nodes_alive(address, env) >= n:
+            return True
+        if proc.poll() is not None:
+            return False
         time.sleep(1.0)
-    raise TimeoutError(f"{n} nodes did not join {address} within {timeout} s")
+    return False
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as err:
+        return f"({err})"
+
+
+def _start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    out = log.open("w")
+    try:
+        return subprocess.Popen([RAY, "start", *args], env=env, start_new_session=True,
+                                stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        out.close()
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -127,20 +181,34 @@ def two_node_cluster():
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     # token authentication on every process of this cluster (the token file is shared per user)
     env["RAY_AUTH_MODE"] = "token"
-    gcs, client = _free_ports(2)
+    ports = _Ports(seed=os.getpid())
     common = ["--block", "--num-cpus=1", "--disable-usage-stats"]
-    procs = []
+    procs: list[subprocess.Popen] = []
+    logs: list[Path] = []
     try:
-        procs.append(subprocess.Popen(
-            [RAY, "start", "--head", f"--port={gcs}", "--include-dashboard=false", f"--temp-dir={temp_dir}",
-             f"--ray-client-server-port={client}", *common, *_node_ports()],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait_port(gcs, 60)
-        address = f"127.0.0.1:{gcs}"
-        procs.append(subprocess.Popen(
-            [RAY, "start", f"--address={address}", *common, *_node_ports()],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait_for_nodes(address, env, 2, 90)
+        # a node that fails to come up (on a loaded machine, or a port taken after it was checked) is
+        # stopped and started again on new ports: the test is about the job on the cluster, not the start
+        for attempt in range(3):
+            gcs, client = ports.block(1), ports.block(1)
+            logs.append(Path(temp_dir) / f"head{attempt}.log")
+            head = _start_node(["--head", f"--port={gcs}", "--include-dashboard=false", f"--temp-dir={temp_dir}",
+                                f"--ray-client-server-port={client}", *common, *ports.node()], env, logs[-1])
+            procs.append(head)
+            address = f"127.0.0.1:{gcs}"
+            if _wait_port(gcs, 90, head) and _wait_for_nodes(address, env, 1, 60, head):
+                break
+            _stop(procs.pop())
+        else:
+            raise TimeoutError("the head node did not start three times:\n" + _tail(logs[-1]))
+        for attempt in range(3):
+            logs.append(Path(temp_dir) / f"worker{attempt}.log")
+            worker = _start_node([f"--address={address}", *common, *ports.node()], env, logs[-1])
+            procs.append(worker)
+            if _wait_for_nodes(address, env, 2, 90, worker):
+                break
+            _stop(procs.pop())
+        else:
+            raise TimeoutError(f"a second node did not join {address} three times:\n" + _tail(logs[-1]))
         yield address, env
     finally:
         for p in reversed(procs):

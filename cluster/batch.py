@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -16,15 +16,23 @@ class Batch:
         labels: (B,) int64 class indices into ``Statistics.space_groups``.
         space_groups: (B,) int16 International space-group numbers.
         log_volume: (B,) float32 natural log of the conventional cell volume in A^3.
+        cell_shape: (B, 5) float32 scale-free cell shape (``generator.crystal.SyntheticCrystal.cell_shape``),
+            or None where the source does not know the cells (patterns read from files).
     """
 
     patterns: np.ndarray
     labels: np.ndarray
     space_groups: np.ndarray
     log_volume: np.ndarray
+    cell_shape: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+def cell_shapes(crystals: list) -> np.ndarray:
+    """(B, 5) float32 cell shapes of ``crystals`` (anything with a ``cell_shape``)."""
+    return np.array([c.cell_shape for c in crystals], np.float32).reshape(len(crystals), 5)
 
 
 class BatchSource(Protocol):

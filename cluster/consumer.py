@@ -26,7 +26,7 @@ def _writable(batch: Batch) -> Batch:
         return batch
     if not batch.patterns.flags.writeable:
         batch = Batch(np.array(batch.patterns), np.array(batch.labels), np.array(batch.space_groups),
-                      np.array(batch.log_volume))
+                      np.array(batch.log_volume), None if batch.cell_shape is None else np.array(batch.cell_shape))
     return batch
 
 

@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from cluster.batch import cell_shapes
 from simulator import measurement as meas
 from simulator.imperfections import GPBackground, GPDraw, Noise, VecseiBackground, VecseiDraw, preprocess
 from simulator.pattern import PatternSimulator, ProfileParameters, _next_other
@@ -92,7 +93,8 @@ class PeakBatch:
         window: (B, 2) int32 first and last grid index a scan covers (inclusive; whole grid when not
             drawn); None when off.
         noise_seed: seed of the renderer's noise generator (one per batch).
-    Labels as :class:`~cluster.batch.Batch`: labels (B,) int64, space_groups (B,) int16, log_volume (B,) float32.
+    Labels as :class:`~cluster.batch.Batch`: labels (B,) int64, space_groups (B,) int16, log_volume (B,) float32,
+    cell_shape (B, 5) float32 (None where unknown).
     """
 
     spec: RenderSpec
@@ -117,6 +119,7 @@ class PeakBatch:
     max_counts: Optional[np.ndarray] = None
     noise: Optional[np.ndarray] = None
     window: Optional[np.ndarray] = None
+    cell_shape: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -217,6 +220,7 @@ def draw_peak_batch(sim: PatternSimulator, crystals: list, rng: np.random.Genera
         labels=np.full(b, -1, np.int64) if labels is None else np.asarray(labels, np.int64),
         space_groups=np.array([x.space_group for x in expanded], np.int16),
         log_volume=np.log(np.array([x.volume for x in expanded], np.float64)).astype(np.float32),
+        cell_shape=cell_shapes(expanded),
         noise_seed=int(noise_seed),
     )
     if gp is not None:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from cluster.batch import Batch
+from cluster.batch import Batch, cell_shapes
 from cluster.config import PAYLOADS, to_dataclass
 
 class Producer(Protocol):
@@ -120,6 +120,7 @@ def crystal_batch(patterns: np.ndarray, crystals: list, class_index: dict[int, i
         labels=np.array([class_index[int(s)] for s in space_groups], np.int64),
         space_groups=space_groups,
         log_volume=np.log(np.array([c.volume for c in crystals], np.float64)).astype(np.float32),
+        cell_shape=cell_shapes(crystals),
     )
 
 

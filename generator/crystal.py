@@ -40,6 +40,21 @@ class SyntheticCrystal:
         """Cell volume in cubic Angstrom."""
         return float(abs(np.linalg.det(self.lattice)))
 
+    @property
+    def cell_shape(self) -> np.ndarray:
+        """(5,) float32 the cell's shape without its size: ln(l1/l0), ln(l2/l0), |cos g0|, |cos g1|, |cos g2|
+        for the cell lengths sorted l0 <= l1 <= l2 and g_i the angle between the two axes other than i.
+
+        Scale-free (a log-Q pattern shows the size only as a shift) and free of the axis order and of the
+        obtuse/acute choice of an angle; the target of a cell-shape head.
+        """
+        lengths = np.linalg.norm(self.lattice, axis=1)
+        order = np.argsort(lengths, kind="stable")
+        v = self.lattice[order] / lengths[order, None]
+        cosines = np.abs([v[1] @ v[2], v[0] @ v[2], v[0] @ v[1]])
+        l0, l1, l2 = lengths[order]
+        return np.array([np.log(l1 / l0), np.log(l2 / l0), *cosines], np.float32)
+
     def to_structure(self):
         """A pymatgen ``Structure`` of the same cell."""
         from pymatgen.core import Lattice, Structure

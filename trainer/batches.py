@@ -35,6 +35,13 @@ def check_batch(batch: Batch, n_classes: int, input_length: int, image_channels:
     return None
 
 
+def cell_shape_targets(batch: Batch, device: torch.device) -> Optional[torch.Tensor]:
+    """(B, 5) float32 cell shapes of the batch's crystals on ``device``; None where the source does not
+    know them (patterns read from files)."""
+    cells = getattr(batch, "cell_shape", None)
+    return None if cells is None else torch.as_tensor(np.asarray(cells, np.float32), device=device)
+
+
 def to_tensors(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     non_blocking = device.type == "cuda"
     if isinstance(batch, PeakBatch):  # peak payload (cluster.payload=peaks): rendered here, on the device

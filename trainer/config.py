@@ -96,6 +96,10 @@ class ModelConfig:
     volume_head: bool = False
     volume_hidden: list[int] = field(default_factory=lambda: [256, 64])
     volume_source: str = "flatten"  # "flatten" (backbone features) or "hidden" (last hidden layer)
+    # Head regressing the cell's scale-free shape (generator.crystal.SyntheticCrystal.cell_shape: two length
+    # ratios, three |cos| of angles) from the last hidden layer (multi-task, like a lattice head).
+    cell_head: bool = False
+    cell_hidden: list[int] = field(default_factory=lambda: [64])
 
 
 @dataclass
@@ -187,6 +191,7 @@ class TrainerConfig:
     batch_timeout_s: float = 300.0  # fail with a clear message after this long without a batch
     max_bad_batches: int = 20  # consecutive skipped batches (non-finite loss, bad data) before giving up
     volume_loss_weight: float = 1.0
+    cell_loss_weight: float = 1.0
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 (also on CPUs with native bf16) | fp32
@@ -227,6 +232,8 @@ class TrainerConfig:
                f"must be in [0, 1), got {self.label_smoothing}")
         _check(self.volume_loss_weight >= 0, f"{prefix}.volume_loss_weight",
                f"must be >= 0, got {self.volume_loss_weight}")
+        _check(self.cell_loss_weight >= 0, f"{prefix}.cell_loss_weight",
+               f"must be >= 0, got {self.cell_loss_weight}")
         _check(self.torch_threads >= 0, f"{prefix}.torch_threads", f"must be >= 0, got {self.torch_threads}")
         _check(self.precision in ("auto", "bf16", "fp32"), f"{prefix}.precision",
                f"must be auto, bf16 or fp32, got {self.precision!r}")

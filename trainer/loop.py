@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 # The step's pieces live in their own modules; importers of this one keep finding them here.
-from trainer.batches import check_batch, to_tensors
+from trainer.batches import cell_shape_targets, check_batch, to_tensors
 from trainer.clean_view import clean_inputs, clean_view_loss, load_teacher, split_outputs
 from trainer.checkpoint import (
     CheckpointMeta,
@@ -219,7 +219,8 @@ def fit(
             "volume_mae": torch.zeros((), device=device), "correct": torch.zeros((), device=device),
             "crystal_system_ce": torch.zeros((), device=device),
             "crystal_system_correct": torch.zeros((), device=device),
-            "clean_ce": torch.zeros((), device=device), "distill": torch.zeros((), device=device)}
+            "clean_ce": torch.zeros((), device=device), "distill": torch.zeros((), device=device),
+            "cell_mae": torch.zeros((), device=device)}
     class_systems = crystal_system_of_classes(spec.space_groups, device)
     has_cs_head = False  # set once the model returns crystal-system logits
     window = {"samples": 0, "steps": 0, "wait": 0.0, "t0": time.perf_counter()}
@@ -262,8 +263,9 @@ def fit(
                         clean_logits = teacher(clean_inputs(batch, tcfg.clean_view, device))["logits"]
                 elif tcfg.clean_view.enabled:
                     out, clean_logits = split_outputs(out, len(y))
+                cells = cell_shape_targets(batch, device) if spec.model.cell_head else None
                 loss, parts = compute_loss(out, y, v, spec.volume_norm, tcfg.volume_loss_weight, tcfg.label_smoothing,
-                                           class_systems)
+                                           class_systems, cell_shape=cells, cell_weight=tcfg.cell_loss_weight)
                 if tcfg.clean_view.enabled:
                     extra, clean_parts = clean_view_loss(out["logits"], clean_logits, y, tcfg.clean_view,
                                                          tcfg.label_smoothing, learn_clean=teacher is None)
@@ -304,7 +306,7 @@ def fit(
                 has_cs_head = True
                 sums["crystal_system_ce"] += parts["crystal_system_ce"].float()
                 sums["crystal_system_correct"] += parts["crystal_system_correct"].float()
-            for key in ("clean_ce", "distill"):
+            for key in ("clean_ce", "distill", "cell_mae"):
                 if key in parts:
                     sums[key] += parts[key].float()
 
@@ -325,6 +327,8 @@ def fit(
                 }
                 if spec.model.volume_head and spec.volume_norm is not None:
                     last_train["volume_mae"] = sums["volume_mae"].item() / k
+                if spec.model.cell_head:
+                    last_train["cell_mae"] = sums["cell_mae"].item() / k
                 if tcfg.clean_view.enabled:
                     last_train.update(clean_ce=sums["clean_ce"].item() / k, distill=sums["distill"].item() / k)
                 if has_cs_head:

@@ -1,7 +1,8 @@
 """Space-group classifiers: Park et al. CNNs and 1D ResNets with an optional volume head.
 
 Every model takes (B, N) float patterns and returns ``{"logits": (B, C)}`` plus
-``"log_volume": (B,)`` (z-scored log cell volume) when the volume head is on.
+``"log_volume": (B,)`` (z-scored log cell volume) when the volume head is on and ``"cell_shape": (B, 5)``
+(the scale-free cell shape, :attr:`generator.crystal.SyntheticCrystal.cell_shape`) when the cell head is on.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ __all__ = ["SpaceGroupNet", "build_model", "count_parameters", "ModelConfig", "R
 
 
 class SpaceGroupNet(nn.Module):
-    """Backbone -> hidden dense layers -> class logits, and optionally a volume-regression head."""
+    """Backbone -> hidden dense layers -> class logits, and optionally volume- and cell-shape regression heads."""
 
     def __init__(self, backbone: nn.Module, n_classes: int, cfg: ModelConfig, front: nn.Module | None = None):
         super().__init__()
@@ -49,6 +50,7 @@ class SpaceGroupNet(nn.Module):
             self.volume = mlp(vin, cfg.volume_hidden, 1)
         else:
             self.volume = None
+        self.cell = mlp(cin, cfg.cell_hidden, 5) if cfg.cell_head else None
 
     def forward(self, patterns: torch.Tensor) -> dict[str, torch.Tensor]:
         if patterns.dim() == 2:
@@ -61,6 +63,8 @@ class SpaceGroupNet(nn.Module):
         if self.volume is not None:
             source = features if self.volume_source == "flatten" else hidden
             out["log_volume"] = self.volume(source).squeeze(-1)
+        if self.cell is not None:
+            out["cell_shape"] = self.cell(hidden)
         return out
 
 

@@ -192,6 +192,7 @@ class TrainerConfig:
     max_bad_batches: int = 20  # consecutive skipped batches (non-finite loss, bad data) before giving up
     volume_loss_weight: float = 1.0
     cell_loss_weight: float = 1.0
+    ema_decay: Optional[float] = None  # exponential moving average of the weights (checkpoints hold the average)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 (also on CPUs with native bf16) | fp32
@@ -234,6 +235,8 @@ class TrainerConfig:
                f"must be >= 0, got {self.volume_loss_weight}")
         _check(self.cell_loss_weight >= 0, f"{prefix}.cell_loss_weight",
                f"must be >= 0, got {self.cell_loss_weight}")
+        _check(self.ema_decay is None or 0.0 < self.ema_decay < 1.0, f"{prefix}.ema_decay",
+               f"must be null or in (0, 1), got {self.ema_decay}")
         _check(self.torch_threads >= 0, f"{prefix}.torch_threads", f"must be >= 0, got {self.torch_threads}")
         _check(self.precision in ("auto", "bf16", "fp32"), f"{prefix}.precision",
                f"must be auto, bf16 or fp32, got {self.precision!r}")

@@ -37,6 +37,7 @@ from trainer.checkpoint import (
 )
 from trainer.config import LoggerConfig, ModelConfig, OptimizerConfig, TrainerConfig, to_dict, typed
 from trainer.device import resolve_device, resolve_precision
+from trainer.ema import AVERAGED_STEPS, WeightAverage, training_weights
 from trainer.hooks import EvaluationHook, collect
 from trainer.loss import compute_loss, crystal_system_of_classes
 from trainer.metrics_log import MetricsLog, plot_curves
@@ -125,7 +126,8 @@ def fit(
         resume_state = load_training_state(tcfg.resume)
         meta = resume_state.meta
         require_classes(meta, spec.space_groups, f"checkpoint {resume_state.path}")
-        model.load_state_dict(resume_state.weights)
+        # With a weight average the checkpoint's weights are the average; the optimizer's own are in its extra state.
+        model.load_state_dict(training_weights(resume_state.extra) or resume_state.weights)
         step, samples_seen = int(meta.step), int(meta.samples_seen)
         wandb_id = resume_state.extra.get("wandb_id")
     elif tcfg.init_weights:
@@ -135,6 +137,9 @@ def fit(
             log.info("started from the weights of %s (step %d, %d patterns)", tcfg.init_weights,
                      int(start.step), int(start.samples_seen))
     model.to(device)
+    average = WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay and main else None
+    if average is not None and resume_state is not None and training_weights(resume_state.extra) is not None:
+        average.restore(resume_state.weights, resume_state.extra.get(AVERAGED_STEPS, 1))
     teacher = (load_teacher(tcfg.clean_view, spec.model, spec.space_groups, length, device)
                if tcfg.clean_view.enabled and tcfg.clean_view.teacher else None)
     optimizer = make_optimizer(model.parameters(), spec.optimizer)
@@ -196,8 +201,12 @@ def fit(
                     (out_dir / "eval_details.json").write_text(
                         json.dumps({"step": at, **details}, indent=1, default=_json_safe))
 
+    def handed_on() -> nn.Module:
+        """The weights checkpoints and evaluators get: the average when there is one."""
+        return average.module if average is not None else unwrap(model)
+
     def weights_cpu() -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+        return {k: v.detach().to("cpu", copy=True) for k, v in handed_on().state_dict().items()}
 
     def checkpoint(final: bool = False) -> Path:
         meta = CheckpointMeta(
@@ -208,8 +217,9 @@ def fit(
             final=final,
         )
         extra = {"sources": {str(rank): source_state(source)} if source_state(source) is not None else {},
-                 "wandb_id": logger.wandb_id if logger is not None else None}
-        path = save_checkpoint(ckpt_dir / f"step_{step:07d}", model, meta, optimizer, scheduler, extra)
+                 "wandb_id": logger.wandb_id if logger is not None else None,
+                 **(average.state(unwrap(model)) if average is not None else {})}
+        path = save_checkpoint(ckpt_dir / f"step_{step:07d}", handed_on(), meta, optimizer, scheduler, extra)
         mark_latest(path)
         prune_checkpoints(ckpt_dir, tcfg.keep_checkpoints, protect=(path,))
         return path
@@ -279,6 +289,8 @@ def fit(
                 if torch.isfinite(grad_norm):
                     optimizer.step()
                     scheduler.step()
+                    if average is not None:
+                        average.update(model)
                 else:
                     problem = "non-finite loss or gradients"
                     optimizer.zero_grad(set_to_none=True)

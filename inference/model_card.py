@@ -199,6 +199,8 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
     if opt:
         lines.append(f"- optimizer: {opt.get('name', '?')}, learning rate {opt.get('lr', '?')}, schedule "
                      f"{opt.get('schedule', '?')}")
+    if _get(cfg, "trainer.ema_decay", None):
+        lines.append(f"- weights: exponential moving average of the trained weights, decay {_get(cfg, 'trainer.ema_decay', '?')}")
     clu = cfg.get("cluster", {})
     if clu:
         lines.append(f"- batch size {clu.get('batch_size', '?')}, source {clu.get('source', '?')}")

@@ -130,6 +130,20 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
     assert not (dest / "big").exists() and not list(dest.glob(".*tmp"))
 
 
+def test_card_says_when_the_weights_are_a_moving_average(tmp_path):
+    from inference.package import main
+
+    run = _run_folder(tmp_path)
+    dest = tmp_path / "pretrained"
+    assert main([str(run), "--name", "plain", "--dest", str(dest)]) == 0
+    assert "moving average" not in (dest / "plain" / "MODEL_CARD.md").read_text()
+    config = run / "config.yaml"
+    config.write_text(config.read_text() + "  ema_decay: 0.999\n")
+    assert main([str(run), "--name", "averaged", "--dest", str(dest)]) == 0
+    assert "- weights: exponential moving average of the trained weights, decay 0.999" in \
+        (dest / "averaged" / "MODEL_CARD.md").read_text()
+
+
 def test_card_follows_the_weights_a_run_started_from(tmp_path):
     from inference.model_card import _started_from
     from trainer.checkpoint import load_meta

@@ -29,6 +29,18 @@ def pytest_unconfigure(config):
         os._exit(_EXIT_STATUS[-1])
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (OpenMP spinning on a busy machine makes tiny convolutions ~100x
+    slower), restored afterwards; modules that train take it with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A local Ray instance of 2 CPUs for the tests of one module (yields the ``ray`` module)."""

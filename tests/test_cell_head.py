@@ -14,16 +14,13 @@ from trainer.batches import cell_shape_targets
 from trainer.loop import RunSpec, compute_loss, fit
 from trainer.models import build_model
 
-from trainer_doubles import ToySource, single_thread
+from trainer_doubles import ToySource
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LENGTH = 256
 TINY = {"name": "tiny", "arch": "park", "hidden": [32], "channels": 8, "kernels": [20, 10, 5],
         "strides": [2, 2, 1], "cell_head": True, "cell_hidden": [16]}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
 
 
 def crystal(a: float, b: float, c: float, alpha: float, beta: float, gamma: float) -> SyntheticCrystal:

@@ -20,15 +20,11 @@ from trainer.checkpoint import (
     set_rng_state,
 )
 from trainer.models import build_model
-from trainer_doubles import single_thread
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MODEL = {"name": "tiny", "arch": "park", "hidden": [32, 16], "channels": 8, "volume_head": True, "volume_hidden": [8]}
 LENGTH = 1024
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
 
 
 def make(step=3):

@@ -18,7 +18,6 @@ from trainer.config import CleanViewConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from toy_statistics import toy_statistics  # noqa: E402
-from trainer_doubles import single_thread  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EFFECTS = ("strain", "shift", "texture", "impurity", "gp_background", "vecsei_background", "hump", "counting",
@@ -94,11 +93,6 @@ def test_clean_view_loss_teaches_the_measured_view_only():
     assert clean_logits.tolist() == [[4.0, 5.0], [6.0, 7.0]]
 
 
-@pytest.fixture
-def _one_torch_thread():
-    yield from single_thread()
-
-
 def _short_run(out_dir: Path, clean_view_cfg: dict) -> dict:
     """A 6-step run of a tiny model on measured-looking peak payloads; its last train record."""
     from cluster.producer import SyntheticProducerFactory
@@ -124,14 +118,14 @@ def _short_run(out_dir: Path, clean_view_cfg: dict) -> dict:
     return records[-1]
 
 
-def test_a_run_with_clean_views_trains_on_both(tmp_path, _one_torch_thread):
+def test_a_run_with_clean_views_trains_on_both(tmp_path, one_torch_thread):
     last = _short_run(tmp_path, {"enabled": True, "distill_weight": 1.0})
     assert last["samples_seen"] == 6 * 8                                        # clean views are not counted
     assert last["clean_ce"] > 0 and last["distill"] > 0
     assert abs(last["loss"] - (last["ce"] + last["clean_ce"] + last["distill"])) < 1e-3
 
 
-def test_a_frozen_teacher_reads_the_clean_view(tmp_path, _one_torch_thread):
+def test_a_frozen_teacher_reads_the_clean_view(tmp_path, one_torch_thread):
     _short_run(tmp_path / "teacher", {"enabled": False})
     last = _short_run(tmp_path / "student", {"enabled": True, "teacher": str(tmp_path / "teacher")})
     assert last["clean_ce"] > 0 and last["distill"] > 0

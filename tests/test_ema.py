@@ -13,12 +13,9 @@ from trainer.ema import WeightAverage
 from trainer.loop import fit
 
 from test_training import LENGTH, spec
-from trainer_doubles import ToySource, local_evaluator, single_thread
+from trainer_doubles import ToySource, local_evaluator
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_average_follows_the_update_rule():

@@ -11,14 +11,8 @@ import pytest
 from fault_corpus import write_fault_corpus, xred_patterns
 from inference.predict import main
 from tiny_checkpoint import SIMULATION, shared_tiny_checkpoint, structures
-from trainer_doubles import single_thread
 
-pytestmark = pytest.mark.faults
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def simulated_pattern(space_group: int = 225, seed: int = 0) -> tuple[str, np.ndarray, np.ndarray]:

@@ -23,15 +23,10 @@ from trainer.metrics_log import MetricsLog, read_records, truncate_metrics
 from trainer.run import prepare_output_dir
 
 from test_resume_ops import LENGTH, csv_steps, spec
-from trainer_doubles import ToySource, single_thread
+from trainer_doubles import ToySource
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
 
 
 # ----------------------------------------------------------------------------------------- actors

@@ -9,17 +9,14 @@ from trainer.checkpoint import load_for_inference, load_training_state
 from trainer.loop import RunSpec, fit
 from trainer.models import build_model
 
-from trainer_doubles import ToySource, single_thread
+from trainer_doubles import ToySource
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LENGTH = 256
 SHALLOW = {"name": "tiny_convnet", "arch": "convnet", "hidden": [16], "stage_channels": [8, 12, 16],
            "stem_channels": 8, "norm_groups": 4, "kernel_size": 5, "stem_kernel": 7, "stage_double": False}
 DEEP = {**SHALLOW, "stage_double": True}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
 
 
 def spec(tmp_path, model, **trainer):

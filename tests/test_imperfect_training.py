@@ -19,16 +19,12 @@ from cluster.sources import LocalStream
 from simulator.config import SimulationConfig
 from toy_statistics import toy_statistics
 from trainer.loop import RunSpec, fit
-from trainer_doubles import single_thread
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SMALL_CNN = {"name": "convnet", "arch": "convnet", "hidden": [128], "stage_channels": [16, 24, 32, 48, 64, 64],
              "kernel_size": 9, "stem_channels": 16, "stem_kernel": 15, "stem_stride": 2, "norm_groups": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
 
 
 def _prior_cross_entropy(prior: np.ndarray) -> float:

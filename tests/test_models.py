@@ -8,7 +8,8 @@ import torch
 from omegaconf import OmegaConf
 
 from trainer.models import build_model, count_parameters
-from trainer_doubles import single_thread
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -23,11 +24,6 @@ PAPER_COUNTS = {
     "resnet50": 41_362_385,
     "resnet101": 60_354_513,
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
 
 
 def model_cfg(name: str, **overrides):

@@ -16,16 +16,13 @@ from trainer.loop import RunSpec, fit
 from trainer.metrics_log import read_records
 from trainer.run import _output_dir, prepare_output_dir
 
-from trainer_doubles import ToySource, local_evaluator, single_thread
+from trainer_doubles import ToySource, local_evaluator
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LENGTH = 256
 TINY = {"name": "tiny", "arch": "park", "hidden": [16], "channels": 4, "kernels": [20, 10, 5],
         "strides": [2, 2, 1], "volume_head": False}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
 
 
 def spec(out, **trainer):

@@ -15,17 +15,14 @@ from trainer.loop import RunSpec, compute_loss, fit, to_tensors
 from trainer.models import build_model
 from trainer.optim import lr_factor, make_optimizer
 
-from trainer_doubles import FaultySource, ToySource, local_evaluator, single_thread
+from trainer_doubles import FaultySource, ToySource, local_evaluator
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 LENGTH = 512
 TINY = {"name": "tiny", "arch": "park", "hidden": [32], "channels": 8, "kernels": [20, 10, 5],
         "strides": [2, 2, 1], "volume_head": True, "volume_hidden": [16]}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    yield from single_thread()
 
 
 def spec(tmp_path, **trainer):

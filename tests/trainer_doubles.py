@@ -71,17 +71,6 @@ class FaultySource(ToySource):
         return batch
 
 
-def single_thread():
-    """Generator for an autouse fixture: one torch thread (OpenMP spinning on a busy machine makes
-    tiny convolutions ~100x slower), restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def local_evaluator(factory, sets: dict, gap_reference: str = "test_spglib"):
     """The production in-process evaluator (:class:`evaluation.scoring.LocalEvaluator`) over fixed named
     batches: "synthetic" is scored as the synthetic set, every other name as a real set."""

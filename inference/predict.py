@@ -12,7 +12,8 @@ member is calibrated, else the configured one).
 Each file is read, checked and brought onto every model's input exactly as the training patterns
 were made (see :mod:`inference.patterns`); the members' class probabilities are averaged
 (:mod:`inference.ensemble`). Per file the report lists the top-k space groups (number,
-Hermann-Mauguin symbol, crystal system, probability), how many members agree on the top-1, the
+Hermann-Mauguin symbol, crystal system, probability), the most probable crystal systems (the
+probabilities of their space groups summed), how many members agree on the top-1, the
 predicted cell volume where the models have a volume head, and a refusal flag when the top
 probability is below the configured threshold. ``--plot DIR`` also writes one PNG per answered
 file: the pattern as the (first) model reads it beside the candidates' probabilities. A file that
@@ -64,6 +65,9 @@ def format_table(results: Sequence[PatternPrediction], threshold: float) -> str:
         lines.append(f"  {'rank':>4}  {'SG':>3}  {'symbol':<11} {'crystal system':<13} {'probability':>11}")
         for k, c in enumerate(r.candidates, 1):
             lines.append(f"  {k:>4}  {c.space_group:>3}  {c.symbol:<11} {c.crystal_system:<13} {c.probability:>11.3f}")
+        systems = [f"{s.crystal_system} {s.probability:.3f}" for s in r.crystal_systems[:3] if s.probability >= 0.01]
+        if systems:
+            lines.append("  crystal system: " + ", ".join(systems))
         if r.refused:
             lines.append(f"  REFUSED: top probability {r.top_probability:.3f} is below the threshold {threshold:.2f}; "
                          "treat the list as a guess")

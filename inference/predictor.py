@@ -21,7 +21,7 @@ from inference.ensemble import EnsemblePrediction, align_classes, combine, refus
 from inference.members import Member, load_member
 from inference.patterns import PreparedPattern, prepare_pattern
 from inference.readers import MeasuredPattern, PatternError, read_pattern
-from inference.space_groups import crystal_system, space_group_symbol
+from inference.space_groups import crystal_system, crystal_system_probabilities, space_group_symbol
 
 
 @dataclass
@@ -35,12 +35,22 @@ class Candidate:
 
 
 @dataclass
+class CrystalSystemProbability:
+    """One crystal system of a prediction: the summed probability of the model's space groups in it."""
+
+    crystal_system: str
+    probability: float
+
+
+@dataclass
 class PatternPrediction:
     """What the ensemble says about one pattern (or why it could not say anything).
 
     Attributes:
         source: the file (or a name for in-memory patterns).
         candidates: top-k space groups, most probable first (empty when ``error`` is set).
+        crystal_systems: every crystal system among the model's classes with its summed probability,
+            most probable first (empty when ``error`` is set).
         top_probability: ensemble probability of the first candidate.
         refused: True when ``top_probability`` is below the refusal threshold.
         agreement: members whose own top-1 is the ensemble's top-1.
@@ -57,6 +67,7 @@ class PatternPrediction:
 
     source: str
     candidates: list[Candidate] = field(default_factory=list)
+    crystal_systems: list[CrystalSystemProbability] = field(default_factory=list)
     top_probability: Optional[float] = None
     refused: bool = False
     agreement: int = 0
@@ -241,7 +252,8 @@ class Predictor:
             self.fill_prediction(results[i], ens, j)
 
     def fill_prediction(self, result: PatternPrediction, ens: EnsemblePrediction, j: int) -> None:
-        """Fill ``result`` with row ``j`` of ``ens``: top-k candidates, refusal, agreement, volume."""
+        """Fill ``result`` with row ``j`` of ``ens``: top-k candidates, crystal systems, refusal, agreement,
+        volume."""
         probs = ens.probabilities[j]
         idx, val = top_k(probs[None, :], self.cfg.top_k)
         result.candidates = [
@@ -249,6 +261,8 @@ class Predictor:
                       crystal_system=crystal_system(self.space_groups[int(c)]), probability=float(p))
             for c, p in zip(idx[0], val[0])
         ]
+        result.crystal_systems = [CrystalSystemProbability(system, p)
+                                  for system, p in crystal_system_probabilities(probs, self.space_groups)]
         result.top_probability = float(val[0, 0])
         result.refused = bool(refused(probs[None, :], self.refusal_threshold)[0])
         result.agreement = int(ens.agreement[j])

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
 
 
 @lru_cache(maxsize=None)
@@ -26,3 +29,15 @@ def crystal_system(number: int) -> str:
     from generator.symmetry import crystal_system as _cs
 
     return _cs(int(number))
+
+
+def crystal_system_probabilities(probabilities: np.ndarray, space_groups: Sequence[int]) -> list[tuple[str, float]]:
+    """The probability of each crystal system: the sum of ``probabilities`` (C,) over the classes
+    ``space_groups`` (C,) of that system; systems with a class, most probable first.
+
+    A pattern whose space group is uncertain often has a certain crystal system (the candidates share
+    one), and that is what an indexing program needs next."""
+    total: dict[str, float] = {}
+    for sg, p in zip(space_groups, np.asarray(probabilities, float)):
+        total[crystal_system(sg)] = total.get(crystal_system(sg), 0.0) + float(p)
+    return sorted(total.items(), key=lambda item: -item[1])

@@ -69,3 +69,14 @@ def test_top_k_and_alignment():
     assert top_k(p, 10)[0].shape == (1, 3)
     aligned = align_classes(p, [225, 14, 62], [14, 62, 194, 225])
     np.testing.assert_allclose(aligned, [[0.5, 0.4, 0.0, 0.1]])
+
+
+def test_crystal_system_probabilities_sum_the_space_groups_of_each_system():
+    from inference.space_groups import crystal_system_probabilities
+
+    # 225 cubic, 139 and 141 tetragonal, 62 orthorhombic
+    systems = crystal_system_probabilities(np.array([0.3, 0.25, 0.25, 0.2]), [225, 139, 141, 62])
+    assert [name for name, _ in systems] == ["tetragonal", "cubic", "orthorhombic"]
+    assert [p for _, p in systems] == pytest.approx([0.5, 0.3, 0.2])
+    # the top space group's system need not be the most probable system
+    assert systems[0][0] != "cubic"

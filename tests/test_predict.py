@@ -140,7 +140,14 @@ def test_refusal_threshold_and_top_k(checkpoint, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert ("REFUSED" in out) is (p < 1.0)
-    assert out.count("cubic") + out.count("tetragonal") + out.count("hexagonal") == 3
+    rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 3 and all(any(s in row for s in ("cubic", "tetragonal", "hexagonal")) for row in rows)
+    # the crystal-system line: the summed probabilities of the space groups of each system
+    systems = {s.crystal_system: s.probability for s in r.crystal_systems}
+    assert sum(systems.values()) == pytest.approx(1.0)
+    assert systems[r.candidates[0].crystal_system] >= r.candidates[0].probability
+    top = r.crystal_systems[0]
+    assert f"crystal system: {top.crystal_system} {top.probability:.3f}" in out
 
 
 def test_symbols():
@@ -187,6 +194,8 @@ def test_bundled_calibrated_model_is_used_without_checkpoint(checkpoint, tmp_pat
     assert payload["refusal_threshold"] == 0.99 and payload["refusal_threshold_source"] == "calibration"
     (p,) = payload["predictions"]
     assert p["candidates"][0]["space_group"] == 225 and p["refused"] is (p["top_probability"] < 0.99)
+    assert p["crystal_systems"][0]["crystal_system"] == "cubic"
+    assert sum(s["probability"] for s in p["crystal_systems"]) == pytest.approx(1.0)
 
     # the calibrated probabilities are softmax(logits / T) of the same network
     raw = Predictor.from_checkpoints([checkpoint], load_config())

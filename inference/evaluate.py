@@ -50,6 +50,7 @@ from inference.ensemble import coverage_accuracy, refused
 from inference.evaluation_report import EvaluationResult, format_summary, jsonable, write_plots, write_results
 from inference.labelled_sets import LabelledSet, heldout_config, load_cif_dir, load_heldout, load_manifest
 from inference.predictor import PatternPrediction, Predictor
+from inference.space_groups import crystal_system_membership
 
 __all__ = ["EvaluationResult", "LabelledSet", "evaluate", "evaluate_predictions", "format_summary", "heldout_config",
            "load_cif_dir", "load_heldout", "load_manifest", "main", "predict_set", "write_plots"]
@@ -126,6 +127,24 @@ def predict_set(predictor: Predictor, data: LabelledSet, seed: int = 0, waveleng
 # ------------------------------------------------------------------------------------ metrics
 
 
+def summed_crystal_system_metrics(probs: np.ndarray, labels: np.ndarray, classes: Sequence[int],
+                                  all_classes: Sequence[int], inside: np.ndarray) -> dict:
+    """The crystal system answered by summing the probabilities of its space groups (what
+    ``inference.predict`` lists): its accuracy over the scored items (``crystal_system_summed_accuracy``)
+    and over all answered ones (``_all``: a space group outside the classes can still have its system
+    right), and the calibration error of its probability over all answered ones.
+
+    probs (B, C) over ``classes``; labels (B,) indices into ``all_classes``; inside (B,) bool."""
+    from inference.calibration import expected_calibration_error
+
+    per_system = probs @ crystal_system_membership(classes)
+    truth = np.array([CRYSTAL_SYSTEMS.index(crystal_system(int(all_classes[t]))) for t in labels], np.int64)
+    right = per_system.argmax(axis=1) == truth
+    return {"crystal_system_summed_accuracy": float(right[inside].mean()) if inside.any() else float("nan"),
+            "crystal_system_summed_accuracy_all": float(right.mean()),
+            "crystal_system_summed_ece": expected_calibration_error(per_system, truth)}
+
+
 def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups: Sequence[int],
                          model_space_groups: Sequence[int], max_k: int = 10, n_thresholds: int = 21,
                          refusal_threshold: float = 0.45, true_log_volumes: Optional[np.ndarray] = None) -> dict:
@@ -139,6 +158,8 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
       with those counted wrong for the space group (their crystal system can still be right);
     * ``n_items`` all items, ``n_answered``, ``n_errors`` (unreadable, unusable: in neither figure);
       ``top{k}_count`` right answers, ``top{k}_of_items`` = ``top{k}_count / n_items``.
+    * ``crystal_system_summed_accuracy`` (``_all``, ``_ece``): the crystal system of the summed
+      probabilities, see :func:`summed_crystal_system_metrics`.
 
     The confusion matrix, per-group recall and coverage-accuracy curve are over the answered items,
     out-of-scope ones included (they can never be right).
@@ -197,6 +218,7 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
         out["confusion_crystal_system"] = {"labels": systems, "matrix": cm.tolist()}
         out["crystal_system_count"] = int(np.trace(cm))
         out["crystal_system_accuracy_all"] = float(np.trace(cm) / len(labels))
+        out.update(summed_crystal_system_metrics(probs, labels, classes, all_classes, inside))
         support = np.bincount(labels, minlength=len(all_classes))
         out["support_per_space_group"] = {int(all_classes[i]): int(c) for i, c in enumerate(support) if c}
         curve = coverage_accuracy(probs, np.where(labels < len(classes), labels, -1), np.linspace(0.0, 1.0, max(2, int(n_thresholds))))

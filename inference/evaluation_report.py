@@ -93,6 +93,9 @@ def format_summary(result: EvaluationResult) -> str:
                          f"of {n_all} with out-of-scope ({pct(m[f'top{k}_all'])})")
     if m.get("n_answered"):
         lines.append(f"  crystal system {m['crystal_system_count']:>3} of {n_all}  ({pct(m['crystal_system_accuracy_all'])})")
+        if "crystal_system_summed_accuracy_all" in m:
+            lines.append(f"  crystal system of the summed probabilities {pct(m['crystal_system_summed_accuracy_all'])}, "
+                         f"calibration error {pct(m['crystal_system_summed_ece'])}")
         r = m["refusal"]
         acc = "n/a" if r["accuracy_kept"] is None else f"{100 * r['accuracy_kept']:.1f} %"
         source = {"calibration": " (calibrated)", "option": " (given)"}.get(r.get("source", ""), "")

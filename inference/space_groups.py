@@ -31,13 +31,26 @@ def crystal_system(number: int) -> str:
     return _cs(int(number))
 
 
+def crystal_system_membership(space_groups: Sequence[int]) -> np.ndarray:
+    """(C, 7) 0/1: row c marks the crystal system of ``space_groups[c]``, columns in the order of
+    ``generator.symmetry.CRYSTAL_SYSTEMS``; ``probabilities @ membership`` sums each system's space groups."""
+    from generator.symmetry import CRYSTAL_SYSTEMS
+
+    out = np.zeros((len(space_groups), len(CRYSTAL_SYSTEMS)))
+    for c, sg in enumerate(space_groups):
+        out[c, CRYSTAL_SYSTEMS.index(crystal_system(sg))] = 1.0
+    return out
+
+
 def crystal_system_probabilities(probabilities: np.ndarray, space_groups: Sequence[int]) -> list[tuple[str, float]]:
     """The probability of each crystal system: the sum of ``probabilities`` (C,) over the classes
     ``space_groups`` (C,) of that system; systems with a class, most probable first.
 
     A pattern whose space group is uncertain often has a certain crystal system (the candidates share
     one), and that is what an indexing program needs next."""
-    total: dict[str, float] = {}
-    for sg, p in zip(space_groups, np.asarray(probabilities, float)):
-        total[crystal_system(sg)] = total.get(crystal_system(sg), 0.0) + float(p)
-    return sorted(total.items(), key=lambda item: -item[1])
+    from generator.symmetry import CRYSTAL_SYSTEMS
+
+    membership = crystal_system_membership(space_groups)
+    summed = np.asarray(probabilities, float) @ membership
+    present = [i for i in np.argsort(-summed, kind="stable") if membership[:, i].any()]
+    return [(CRYSTAL_SYSTEMS[i], float(summed[i])) for i in present]

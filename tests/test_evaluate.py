@@ -49,6 +49,19 @@ def test_metrics_by_hand():
     assert m["coverage_accuracy"]["coverage"][0] == 1.0
 
 
+def test_the_crystal_system_of_the_summed_probabilities_can_differ_from_the_top_space_groups():
+    classes = [225, 139, 141, 62]                         # cubic, tetragonal, tetragonal, orthorhombic
+    results = [_prediction([0.4, 0.35, 0.25, 0.0]),      # true 141: top-1 225 (cubic), summed tetragonal 0.6
+               _prediction([0.1, 0.0, 0.0, 0.9]),        # true 62: both orthorhombic, at 0.9
+               _prediction([0.8, 0.1, 0.1, 0.0])]        # true 14: outside the classes, system wrong
+    m = evaluate_predictions(results, [141, 62, 14], classes, max_k=2, n_thresholds=11)
+    assert m["crystal_system_accuracy"] == pytest.approx(1 / 2)
+    assert m["crystal_system_summed_accuracy"] == pytest.approx(1.0)
+    assert m["crystal_system_summed_accuracy_all"] == pytest.approx(2 / 3)
+    # bins: 0.6 right (gap 0.4), 0.9 right (gap 0.1), 0.8 wrong (gap 0.8), each a third of the items
+    assert m["crystal_system_summed_ece"] == pytest.approx((0.4 + 0.1 + 0.8) / 3)
+
+
 @pytest.fixture(scope="module")
 def predictor():
     from tiny_checkpoint import shared_tiny_checkpoint

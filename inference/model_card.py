@@ -111,11 +111,11 @@ def _hardware(info, extra: dict) -> str:
 def _eval_row(name: str, m: Optional[dict]) -> str:
     title = EVAL_TITLES.get(name, name)
     if not m:
-        return f"| {title} | {NOT_MEASURED} | | | |"
+        return f"| {title} | {NOT_MEASURED} | | | | |"
     # inference.evaluate's top1 is over its "n" in-class items (files with "top1_all"), formerly over "n_answered"
     n = m.get("n") if "top1_all" in m else m.get("n_answered", m.get("n"))
     return (f"| {title} | {n if n is not None else '–'} | {_pct(m.get('top1'))} | {_pct(m.get('top5'))} "
-            f"| {_pct(m.get('crystal_system_accuracy'))} |")
+            f"| {_pct(m.get('crystal_system_accuracy'))} | {_pct(m.get('crystal_system_summed_accuracy'))} |")
 
 
 def _coverage_cell(curve: dict, threshold: float) -> str:
@@ -239,8 +239,10 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
         lines.append(f"- final training loss {_num(loss)}, batch accuracy {_pct(acc)}, {_num(speed, '{:.0f}')} patterns/s")
 
     lines += ["", "## Accuracy", "",
-              "Top-1, top-5 and crystal-system accuracy over the answered patterns (n).", "",
-              "| set | n | top-1 | top-5 | crystal system |", "|---|---|---|---|---|"]
+              "Top-1, top-5 and crystal-system accuracy over the answered patterns (n): the crystal system of "
+              "the top space group, and the most probable system by the summed probabilities of its space "
+              "groups (what `inference.predict` lists).", "",
+              "| set | n | top-1 | top-5 | crystal system | crystal system, summed |", "|---|---|---|---|---|---|"]
     names = list(EVAL_ORDER) + [k for k in evaluations if k not in EVAL_ORDER]
     rows = {k: _eval_row(k, evaluations.get(k)) for k in names}
     if not evaluations.get("synthetic") and calibration and calibration.get("synthetic"):

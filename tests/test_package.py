@@ -84,7 +84,7 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
     run = _run_folder(tmp_path)
     xred = tmp_path / "xred.json"
     xred.write_text(json.dumps({"n": 17, "n_answered": 17, "top1": 0.294, "top5": 0.647,
-                                "crystal_system_accuracy": 0.588,
+                                "crystal_system_accuracy": 0.588, "crystal_system_summed_accuracy": 0.647,
                                 "coverage_accuracy": {"thresholds": [0.0, 0.3, 0.45], "coverage": [1.0, 0.5, 0.25],
                                                       "accuracy": [0.29, 0.4, None]}}))
     extra = tmp_path / "extra.json"
@@ -103,7 +103,7 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
                  "| temperature T | 1.700 |", "12.0 %", "3.0 %", "0.55", "| 0.45 | 80.0 % / 75.0 % | 25.0 % / – |",
                  "| 0.55 (in use) | 70.0 % / 82.0 % | – |",
                  "| held-out structure types (simulated) | not measured", "| fresh synthetic crystals | 256 | 61.0 %",
-                 "float32", "1,920"):
+                 "float32", "1,920", "| measured patterns (xred) | 17 | 29.4 % | 64.7 % | 58.8 % | 64.7 % |"):
         assert text in card, text
 
     monkeypatch.setattr(pretrained, "package_root", lambda: dest)

@@ -127,22 +127,21 @@ def predict_set(predictor: Predictor, data: LabelledSet, seed: int = 0, waveleng
 # ------------------------------------------------------------------------------------ metrics
 
 
-def summed_crystal_system_metrics(probs: np.ndarray, labels: np.ndarray, classes: Sequence[int],
-                                  all_classes: Sequence[int], inside: np.ndarray) -> dict:
+def summed_crystal_system_metrics(probs: np.ndarray, true_systems: np.ndarray, classes: Sequence[int],
+                                  inside: np.ndarray) -> dict:
     """The crystal system answered by summing the probabilities of its space groups (what
     ``inference.predict`` lists): its accuracy over the scored items (``crystal_system_summed_accuracy``)
     and over all answered ones (``_all``: a space group outside the classes can still have its system
     right), and the calibration error of its probability over all answered ones.
 
-    probs (B, C) over ``classes``; labels (B,) indices into ``all_classes``; inside (B,) bool."""
+    probs (B, C) over ``classes``; true_systems (B,) indices into ``CRYSTAL_SYSTEMS``; inside (B,) bool."""
     from inference.calibration import expected_calibration_error
 
     per_system = probs @ crystal_system_membership(classes)
-    truth = np.array([CRYSTAL_SYSTEMS.index(crystal_system(int(all_classes[t]))) for t in labels], np.int64)
-    right = per_system.argmax(axis=1) == truth
+    right = per_system.argmax(axis=1) == true_systems
     return {"crystal_system_summed_accuracy": float(right[inside].mean()) if inside.any() else float("nan"),
             "crystal_system_summed_accuracy_all": float(right.mean()),
-            "crystal_system_summed_ece": expected_calibration_error(per_system, truth)}
+            "crystal_system_summed_ece": expected_calibration_error(per_system, true_systems)}
 
 
 def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups: Sequence[int],
@@ -212,13 +211,14 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
             out[f"top{k}_of_items"] = float((rank < k).sum() / n_all)
         pred = probs.argmax(axis=1)  # always one of the model's classes
         systems = list(CRYSTAL_SYSTEMS)
+        system_of = np.array([systems.index(crystal_system(int(sg))) for sg in all_classes], np.int64)
+        true_systems = system_of[labels]
         cm = np.zeros((7, 7), np.int64)
-        for t, p in zip(labels, pred):
-            cm[systems.index(crystal_system(all_classes[t])), systems.index(crystal_system(all_classes[p]))] += 1
+        np.add.at(cm, (true_systems, system_of[pred]), 1)
         out["confusion_crystal_system"] = {"labels": systems, "matrix": cm.tolist()}
         out["crystal_system_count"] = int(np.trace(cm))
         out["crystal_system_accuracy_all"] = float(np.trace(cm) / len(labels))
-        out.update(summed_crystal_system_metrics(probs, labels, classes, all_classes, inside))
+        out.update(summed_crystal_system_metrics(probs, true_systems, classes, inside))
         support = np.bincount(labels, minlength=len(all_classes))
         out["support_per_space_group"] = {int(all_classes[i]): int(c) for i, c in enumerate(support) if c}
         curve = coverage_accuracy(probs, np.where(labels < len(classes), labels, -1), np.linspace(0.0, 1.0, max(2, int(n_thresholds))))

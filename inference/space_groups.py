@@ -32,13 +32,20 @@ def crystal_system(number: int) -> str:
 
 
 def crystal_system_membership(space_groups: Sequence[int]) -> np.ndarray:
-    """(C, 7) 0/1: row c marks the crystal system of ``space_groups[c]``, columns in the order of
-    ``generator.symmetry.CRYSTAL_SYSTEMS``; ``probabilities @ membership`` sums each system's space groups."""
+    """(C, 7) 0/1, read-only: row c marks the crystal system of ``space_groups[c]``, columns in the order of
+    ``generator.symmetry.CRYSTAL_SYSTEMS``; ``probabilities @ membership`` sums each system's space groups.
+    Built once per class list (a predictor asks for it with every pattern)."""
+    return _membership(tuple(int(sg) for sg in space_groups))
+
+
+@lru_cache(maxsize=16)
+def _membership(space_groups: tuple[int, ...]) -> np.ndarray:
     from generator.symmetry import CRYSTAL_SYSTEMS
 
     out = np.zeros((len(space_groups), len(CRYSTAL_SYSTEMS)))
     for c, sg in enumerate(space_groups):
         out[c, CRYSTAL_SYSTEMS.index(crystal_system(sg))] = 1.0
+    out.setflags(write=False)
     return out
 
 

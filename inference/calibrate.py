@@ -1,7 +1,11 @@
-"""Fit a checkpoint's temperature and refusal threshold on fresh synthetic patterns.
+"""Fit a checkpoint's temperature and refusal threshold on fresh synthetic patterns or on held-out crystals.
 
     python -m inference.calibrate --checkpoint RUN [RUN...] [--simulation NAME] [--n 2000] [--seed 0]
-                                [--target-accuracy 0.8] [--json] [--dry-run]
+                                [--source synthetic|heldout] [--target-accuracy 0.8] [--json] [--dry-run]
+
+``--source heldout`` fits on real crystals of the structure types the model never saw, outside the
+crystals ``inference.evaluate --heldout --limit 2000 --seed 0`` scores (``--heldout-exclude-limit``,
+``--heldout-exclude-seed``).
 
 Writes ``calibration.json`` beside each checkpoint's ``meta.json`` (see :mod:`inference.calibration`);
 ``inference.predict`` and ``inference.evaluate`` then use it. Defaults come from the ``calibration``
@@ -20,8 +24,9 @@ from inference.calibration import Calibration, _finite, calibrate_checkpoint
 
 def format_result(name: str, c: Calibration, path) -> str:
     acc = "n/a" if c.accuracy_at_threshold is None else f"{100 * c.accuracy_at_threshold:.1f} %"
+    what = "held-out crystals' patterns" if c.source == "heldout" else "synthetic patterns"
     lines = [
-        f"{name}: {c.n} synthetic patterns (simulation: {c.simulation}, statistics: {c.statistics}, seed {c.seed})"
+        f"{name}: {c.n} {what} (simulation: {c.simulation}, statistics: {c.statistics}, seed {c.seed})"
         + (f", {c.n_out_of_scope} outside the model's classes left out" if c.n_out_of_scope else ""),
         f"  top-1 accuracy {100 * c.accuracy:.1f} %",
         f"  temperature {c.temperature:.3f}; NLL {c.nll_before:.3f} -> {c.nll_after:.3f}",
@@ -54,6 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=cal.seed, help=f"root seed (default {cal.seed})")
     ap.add_argument("--statistics", choices=("default", "run"), default=cal.statistics,
                     help=f"generation statistics: the default database's or the run's (default {cal.statistics})")
+    ap.add_argument("--source", choices=("synthetic", "heldout"), default=cal.source,
+                    help="fresh synthetic crystals, or real crystals of the held-out structure types outside the "
+                         f"evaluation draw (default {cal.source})")
+    ap.add_argument("--heldout-exclude-limit", type=int, default=cal.heldout_exclude_limit,
+                    help="with --source heldout: keep out the crystals of evaluate --heldout --limit THIS "
+                         f"(0: none; default {cal.heldout_exclude_limit})")
+    ap.add_argument("--heldout-exclude-seed", type=int, default=cal.heldout_exclude_seed,
+                    help=f"... and --seed THIS (default {cal.heldout_exclude_seed})")
     ap.add_argument("--target-accuracy", type=float, default=cal.target_accuracy,
                     help=f"accuracy of the kept patterns the refusal threshold is chosen for (default {cal.target_accuracy})")
     ap.add_argument("--device", default=cfg.device)
@@ -64,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cal.simulation, cal.n, cal.seed, cal.statistics = args.simulation, args.n, args.seed, args.statistics
     cal.target_accuracy = args.target_accuracy
+    cal.source, cal.heldout_exclude_limit = args.source, args.heldout_exclude_limit
+    cal.heldout_exclude_seed = args.heldout_exclude_seed
     results = {}
     for checkpoint in args.checkpoint:
         try:

@@ -2,8 +2,10 @@
 
 A network trained with cross entropy is usually over-confident; dividing its logits by one
 temperature T, fitted by minimising the negative log-likelihood on held-back patterns, fixes most
-of that without changing any ranking (Guo et al. 2017). On ``n`` fresh synthetic patterns (a new
-:class:`generator.CrystalSampler` and :class:`simulator.PatternSimulator`) this module fits T,
+of that without changing any ranking (Guo et al. 2017). On ``n`` patterns, either fresh synthetic
+ones (``source: synthetic``: a new :class:`generator.CrystalSampler` and the model's simulation) or
+real crystals of the held-out structure types outside the evaluation draw (``source: heldout``,
+:mod:`inference.calibration_sets`), this module fits T,
 reports the expected calibration error (equal-width bins over the top probability) before and
 after, and picks the refusal threshold: the smallest top probability at which the patterns kept
 reach a target accuracy (Vecsei et al. 2019 refuse below 0.45).
@@ -11,7 +13,7 @@ reach a target accuracy (Vecsei et al. 2019 refuse below 0.45).
 The result is stored as ``calibration.json`` beside the checkpoint's ``meta.json``::
 
     {"temperature": T, "ece_before": e0, "ece_after": e1, "refusal_threshold": t, "n": n,
-     "simulation": "checkpoint" | NAME, ...}
+     "simulation": "checkpoint" | NAME, "source": "synthetic" | "heldout", ...}
 
 and applied by :mod:`inference.predict` / :mod:`inference.evaluate` (``conf/inference/default.yaml``,
 ``calibration`` node). ``python -m inference.calibrate`` runs it on a checkpoint.
@@ -43,8 +45,15 @@ class CalibrationConfig:
     Attributes:
         apply: divide logits by the stored temperature and use the stored refusal threshold when a
             checkpoint has a ``calibration.json``.
-        n: synthetic patterns simulated for the fit.
-        seed: root seed of the crystal sampler and the simulator's random draws.
+        n: patterns simulated for the fit.
+        seed: root seed of the crystal sampler (or the held-out draw) and the simulator's random draws.
+        source: "heldout" (real crystals of the held-out structure types of the checkpoint's split: a
+            new sample is more like them than like the synthetic crystals the model trained on, and a
+            temperature fitted on synthetic ones leaves it over-confident there) or "synthetic" (fresh
+            synthetic crystals of the generation statistics).
+        heldout_exclude_limit, heldout_exclude_seed: with ``source: heldout``, the crystals that
+            ``inference.evaluate --heldout --limit L --seed S`` scores are kept out of the fit (0 or
+            None: none kept out).
         simulation: a ``conf/simulation`` name for the patterns; None: the checkpoint's own simulation.
         statistics: "default" (the default database and split) or "run" (the checkpoint's run config).
         generator: ``conf/generator`` name of the sampler settings.
@@ -61,6 +70,9 @@ class CalibrationConfig:
     apply: bool = True
     n: int = 2000
     seed: int = 0
+    source: str = "heldout"
+    heldout_exclude_limit: Optional[int] = 2000
+    heldout_exclude_seed: int = 0
     simulation: Optional[str] = None
     statistics: str = "default"
     generator: str = "default"
@@ -87,6 +99,11 @@ class CalibrationConfig:
                              f"got {self.temperature_bounds}")
         if self.statistics not in ("default", "run"):
             raise ValueError(f"calibration.statistics must be 'default' or 'run', got {self.statistics!r}")
+        if self.source not in ("synthetic", "heldout"):
+            raise ValueError(f"calibration.source must be 'synthetic' or 'heldout', got {self.source!r}")
+        if self.heldout_exclude_limit is not None and self.heldout_exclude_limit < 0:
+            raise ValueError(f"calibration.heldout_exclude_limit must be >= 0 or null, "
+                             f"got {self.heldout_exclude_limit}")
         if self.bins < 1:
             raise ValueError(f"calibration.bins must be at least 1, got {self.bins}")
 
@@ -169,6 +186,7 @@ class Calibration:
         refusal_threshold: refuse when the (calibrated) top probability is below this.
         n: patterns used (those whose space group the model classifies).
         simulation: "checkpoint" (the model's own simulation config) or the conf/simulation name.
+        source: "synthetic" (fresh synthetic crystals) or "heldout" (held-out real crystals).
         nll_before, nll_after: mean negative log-likelihood (nats) at T = 1 and at T.
         accuracy: top-1 accuracy on the patterns.
         target_accuracy: the accuracy the refusal threshold was chosen for.
@@ -176,7 +194,7 @@ class Calibration:
         coverage_at_threshold, accuracy_at_threshold: fraction kept and their accuracy at the threshold.
         coverage_accuracy: {"thresholds", "coverage", "accuracy"} of the calibrated probabilities.
         synthetic: {"n", "top1", "top5", "crystal_system_accuracy"} on these patterns (fractions; the
-            crystal system only when the class list was given).
+            crystal system only when the class list was given), whichever their source.
         n_out_of_scope: simulated patterns left out (space group outside the model's classes).
         statistics, seed, bins, step, created: provenance.
     """
@@ -187,6 +205,7 @@ class Calibration:
     refusal_threshold: float
     n: int
     simulation: str = "checkpoint"
+    source: str = "synthetic"
     nll_before: float = float("nan")
     nll_after: float = float("nan")
     accuracy: float = float("nan")
@@ -197,6 +216,7 @@ class Calibration:
     coverage_accuracy: dict = field(default_factory=dict)
     synthetic: dict = field(default_factory=dict)
     n_out_of_scope: int = 0
+    excluded: dict = field(default_factory=dict)
     statistics: str = ""
     seed: int = 0
     bins: int = 15
@@ -250,7 +270,9 @@ def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationCon
     kept = after.max(axis=1) >= threshold
     order = np.argsort(-z, axis=1, kind="stable")
     rank = (order == y[:, None]).argmax(axis=1)
-    synthetic = {"n": int(len(y)), "top1": float((rank < 1).mean()), "top5": float((rank < 5).mean())}
+    synthetic = {"n": int(len(y)), "top1": float((rank < 1).mean()), "top5": float((rank < 5).mean()),
+                 "mean_confidence": float(after.max(axis=1).mean()),
+                 "ece": expected_calibration_error(after, y, cfg.bins)}
     if space_groups is not None:
         from generator.symmetry import crystal_system
 
@@ -316,9 +338,8 @@ def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: 
                      generator_cfg=None, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(n, C) float64 logits of ``model`` on ``n`` fresh synthetic patterns and their (n,) class
     indices into ``space_groups`` (-1 for space groups the model does not classify)."""
-    import torch
-
     from generator import CrystalSampler
+    from inference.calibration_sets import model_logits
     from simulator import make_representation
 
     crystal_seed, pattern_seed = np.random.SeedSequence(int(seed)).spawn(2)
@@ -327,15 +348,11 @@ def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: 
     sim = make_representation(simulation)   # a 2-theta, 1/d or G(r) representation, or its config
     rng = np.random.default_rng(pattern_seed)
     index = {int(s): i for i, s in enumerate(space_groups)}
-    device = next(model.parameters()).device
     logits, labels = [], []
     done = 0
     while done < n:
         crystals = sampler.sample_many(min(batch_size, n - done))
-        x = sim.patterns(crystals, rng)
-        with torch.no_grad():
-            out = model(torch.as_tensor(x, device=device))
-        logits.append(out["logits"].float().cpu().numpy().astype(np.float64))
+        logits.append(model_logits(model, sim.patterns(crystals, rng)))
         labels += [index.get(int(c.space_group), -1) for c in crystals]
         done += len(crystals)
         log.info("calibration patterns: %d of %d", done, n)
@@ -345,9 +362,9 @@ def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: 
 def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None = None,
                          default_threshold: float = 0.45, statistics=None, write: bool = True,
                          device: str = "cpu") -> tuple[Calibration, Optional[Path]]:
-    """Simulate ``cfg.n`` patterns, fit the checkpoint's temperature and refusal threshold and (with
-    ``write``) store ``calibration.json`` beside its ``meta.json``. ``statistics`` overrides
-    ``cfg.statistics`` (tests pass small hand-made statistics)."""
+    """Simulate ``cfg.n`` patterns (``cfg.source``), fit the checkpoint's temperature and refusal
+    threshold and (with ``write``) store ``calibration.json`` beside its ``meta.json``. ``statistics``
+    overrides ``cfg.statistics`` for synthetic crystals (tests pass small hand-made statistics)."""
     from trainer.checkpoint import load_for_inference, resolve
 
     cfg = cfg or CalibrationConfig()
@@ -358,13 +375,23 @@ def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None =
     if simulation.shape[-1] != meta.input_length:
         raise ValueError(f"simulation {label!r} gives {simulation.shape[-1]} points, the model at {directory} "
                          f"expects {meta.input_length}")
-    stats_label = "given"
-    if statistics is None:
-        statistics = load_statistics(cfg.statistics, meta.config)
-        stats_label = cfg.statistics
-    logits, labels = synthetic_logits(model, [int(s) for s in meta.space_groups], statistics, simulation, cfg.n,
-                                      cfg.seed, generator_config(cfg.generator), cfg.batch_size)
-    result = calibrate_logits(logits, labels, cfg, default_threshold, label, [int(s) for s in meta.space_groups])
-    result.statistics, result.step = stats_label, int(meta.step)
+    classes = [int(s) for s in meta.space_groups]
+    excluded = {}
+    if cfg.source == "heldout":
+        from inference.calibration_sets import heldout_logits
+
+        logits, labels, _ = heldout_logits(model, classes, meta.config, simulation, cfg.n, cfg.seed,
+                                           cfg.heldout_exclude_limit, cfg.heldout_exclude_seed, cfg.batch_size)
+        stats_label = "run split, held-out side"
+        excluded = {"limit": cfg.heldout_exclude_limit, "seed": cfg.heldout_exclude_seed}
+    else:
+        stats_label = "given"
+        if statistics is None:
+            statistics = load_statistics(cfg.statistics, meta.config)
+            stats_label = cfg.statistics
+        logits, labels = synthetic_logits(model, classes, statistics, simulation, cfg.n, cfg.seed,
+                                          generator_config(cfg.generator), cfg.batch_size)
+    result = calibrate_logits(logits, labels, cfg, default_threshold, label, classes)
+    result.statistics, result.step, result.source, result.excluded = stats_label, int(meta.step), cfg.source, excluded
     path = result.save(directory) if write else None
     return result, path

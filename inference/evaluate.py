@@ -44,6 +44,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
+from inference.calibration import expected_calibration_error
 from inference.command_line import config_and_arguments, load_predictor
 from inference.config import InferenceConfig
 from inference.ensemble import coverage_accuracy, refused
@@ -135,8 +136,6 @@ def summed_crystal_system_metrics(probs: np.ndarray, true_systems: np.ndarray, c
     right), and the calibration error of its probability over all answered ones.
 
     probs (B, C) over ``classes``; true_systems (B,) indices into ``CRYSTAL_SYSTEMS``; inside (B,) bool."""
-    from inference.calibration import expected_calibration_error
-
     per_system = probs @ crystal_system_membership(classes)
     right = per_system.argmax(axis=1) == true_systems
     return {"crystal_system_summed_accuracy": float(right[inside].mean()) if inside.any() else float("nan"),
@@ -159,6 +158,9 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
       ``top{k}_count`` right answers, ``top{k}_of_items`` = ``top{k}_count / n_items``.
     * ``crystal_system_summed_accuracy`` (``_all``, ``_ece``): the crystal system of the summed
       probabilities, see :func:`summed_crystal_system_metrics`.
+    * ``ece`` and ``mean_confidence``: the expected calibration error of the top space-group
+      probability (15 bins) and its mean, over all answered items (out-of-scope ones counted wrong),
+      to set beside ``top1_all``: how far the probabilities shown run ahead of the answers' accuracy.
 
     The confusion matrix, per-group recall and coverage-accuracy curve are over the answered items,
     out-of-scope ones included (they can never be right).
@@ -219,6 +221,8 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
         out["crystal_system_count"] = int(np.trace(cm))
         out["crystal_system_accuracy_all"] = float(np.trace(cm) / len(labels))
         out.update(summed_crystal_system_metrics(probs, true_systems, classes, inside))
+        out["ece"] = expected_calibration_error(probs, np.where(inside, labels, -1))
+        out["mean_confidence"] = float(probs.max(axis=1).mean())
         support = np.bincount(labels, minlength=len(all_classes))
         out["support_per_space_group"] = {int(all_classes[i]): int(c) for i, c in enumerate(support) if c}
         curve = coverage_accuracy(probs, np.where(labels < len(classes), labels, -1), np.linspace(0.0, 1.0, max(2, int(n_thresholds))))

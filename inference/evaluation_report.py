@@ -96,6 +96,9 @@ def format_summary(result: EvaluationResult) -> str:
         if "crystal_system_summed_accuracy_all" in m:
             lines.append(f"  crystal system of the summed probabilities {pct(m['crystal_system_summed_accuracy_all'])}, "
                          f"calibration error {pct(m['crystal_system_summed_ece'])}")
+        if "ece" in m:
+            lines.append(f"  top probability {pct(m['mean_confidence'])} on average against {pct(m['top1_all'])} right: "
+                         f"calibration error {pct(m['ece'])}")
         r = m["refusal"]
         acc = "n/a" if r["accuracy_kept"] is None else f"{100 * r['accuracy_kept']:.1f} %"
         source = {"calibration": " (calibrated)", "option": " (given)"}.get(r.get("source", ""), "")

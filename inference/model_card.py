@@ -111,11 +111,12 @@ def _hardware(info, extra: dict) -> str:
 def _eval_row(name: str, m: Optional[dict]) -> str:
     title = EVAL_TITLES.get(name, name)
     if not m:
-        return f"| {title} | {NOT_MEASURED} | | | | |"
+        return f"| {title} | {NOT_MEASURED} | | | | | |"
     # inference.evaluate's top1 is over its "n" in-class items (files with "top1_all"), formerly over "n_answered"
     n = m.get("n") if "top1_all" in m else m.get("n_answered", m.get("n"))
     return (f"| {title} | {n if n is not None else '–'} | {_pct(m.get('top1'))} | {_pct(m.get('top5'))} "
-            f"| {_pct(m.get('crystal_system_accuracy'))} | {_pct(m.get('crystal_system_summed_accuracy'))} |")
+            f"| {_pct(m.get('crystal_system_accuracy'))} | {_pct(m.get('crystal_system_summed_accuracy'))} "
+            f"| {_pct(m.get('mean_confidence'))} / {_pct(m.get('ece'))} |")
 
 
 def _coverage_cell(curve: dict, threshold: float) -> str:
@@ -241,13 +242,20 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
     lines += ["", "## Accuracy", "",
               "Top-1, top-5 and crystal-system accuracy over the answered patterns (n): the crystal system of "
               "the top space group, and the most probable system by the summed probabilities of its space "
-              "groups (what `inference.predict` lists).", "",
-              "| set | n | top-1 | top-5 | crystal system | crystal system, summed |", "|---|---|---|---|---|---|"]
+              "groups (what `inference.predict` lists); and the mean top probability with its expected "
+              "calibration error (ECE, 15 bins; out-of-scope patterns count as wrong).", "",
+              "| set | n | top-1 | top-5 | crystal system | crystal system, summed | top probability / ECE |",
+              "|---|---|---|---|---|---|---|"]
     names = list(EVAL_ORDER) + [k for k in evaluations if k not in EVAL_ORDER]
     rows = {k: _eval_row(k, evaluations.get(k)) for k in names}
-    if not evaluations.get("synthetic") and calibration and calibration.get("synthetic"):
-        rows["synthetic"] = _eval_row("synthetic", calibration["synthetic"]).replace(
-            EVAL_TITLES["synthetic"], EVAL_TITLES["synthetic"] + " (calibration set)", 1)
+    heldout_fit = bool(calibration) and calibration.get("source") == "heldout"
+    fit_title = ("held-out structure types, the calibration crystals" if heldout_fit
+                 else EVAL_TITLES["synthetic"] + " (calibration set)")
+    if calibration and calibration.get("synthetic") and (heldout_fit or not evaluations.get("synthetic")):
+        fit_row = _eval_row("synthetic", calibration["synthetic"]).replace(EVAL_TITLES["synthetic"], fit_title, 1)
+        if heldout_fit:
+            names.insert(names.index("heldout") + 1, "calibration")
+        rows["calibration" if heldout_fit else "synthetic"] = fit_row
     lines += [rows[k] for k in names]
     during = {k: v for k, v in {**meta.metrics, **{k[5:]: v for k, v in s.items() if k.startswith("eval/")}}.items()
               if k.endswith(("/top1", "/top5", "/crystal_system_accuracy"))}
@@ -262,8 +270,13 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
     threshold = None
     if calibration:
         threshold = calibration.get("refusal_threshold")
+        excluded = calibration.get("excluded") or {}
+        fitted_on = (f"{calibration.get('n', '?')} patterns of real crystals of the held-out structure types "
+                     f"(none of them among the {excluded.get('limit', '?')} that `inference.evaluate --heldout "
+                     f"--limit {excluded.get('limit', '?')} --seed {excluded.get('seed', '?')}` scores)"
+                     if heldout_fit else f"{calibration.get('n', '?')} fresh synthetic patterns")
         lines += [
-            f"Temperature scaling fitted on {calibration.get('n', '?')} fresh synthetic patterns "
+            f"Temperature scaling fitted on {fitted_on} "
             f"(simulation: {calibration.get('simulation', '?')}, seed {calibration.get('seed', '?')}); "
             "`inference.predict` and `inference.evaluate` divide the logits by T.",
             "",
@@ -274,7 +287,8 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
             f"| refusal threshold | {_num(threshold, '{:.2f}')} (target accuracy of the kept patterns "
             f"{_pct(calibration.get('target_accuracy'))}"
             + ("" if calibration.get("target_reached", True) else ", not reached: configured default") + ") |",
-            f"| kept / accuracy at the threshold (synthetic) | {_pct(calibration.get('coverage_at_threshold'))} / "
+            f"| kept / accuracy at the threshold ({'calibration crystals' if heldout_fit else 'synthetic'}) "
+            f"| {_pct(calibration.get('coverage_at_threshold'))} / "
             f"{_pct(calibration.get('accuracy_at_threshold'))} |",
         ]
     else:
@@ -283,7 +297,7 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
 
     curves = {}
     if calibration and calibration.get("coverage_accuracy"):
-        curves["synthetic (calibration set)"] = _with_point(
+        curves["held-out (calibration crystals)" if heldout_fit else "synthetic (calibration set)"] = _with_point(
             calibration["coverage_accuracy"], calibration.get("refusal_threshold"),
             calibration.get("coverage_at_threshold"), calibration.get("accuracy_at_threshold"))
     for k in names:

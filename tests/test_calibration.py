@@ -104,7 +104,7 @@ def test_calibrate_command_writes_a_file_the_predictor_uses(tmp_path, monkeypatc
 
     ckpt = shutil.copytree(shared_tiny_checkpoint(), tmp_path / "step_000060")
     monkeypatch.setattr(calibration, "load_statistics", lambda which, run_config: toy_statistics())
-    code = main(["--checkpoint", str(ckpt), "--n", "80", "--seed", "1", "--json"])
+    code = main(["--checkpoint", str(ckpt), "--source", "synthetic", "--n", "80", "--seed", "1", "--json"])
     out = capsys.readouterr().out
     assert code == 0
     report = json.loads(out)[str(ckpt)]
@@ -127,5 +127,56 @@ def test_calibrate_command_writes_a_file_the_predictor_uses(tmp_path, monkeypatc
     np.testing.assert_allclose(p, softmax(logits / stored["temperature"]), atol=1e-6)
 
     # a named simulation whose grid does not fit the model is refused with a clear error
-    assert main(["--checkpoint", str(ckpt), "--n", "4", "--simulation", "imperfections"]) == 2
+    assert main(["--checkpoint", str(ckpt), "--source", "synthetic", "--n", "4", "--simulation", "imperfections"]) == 2
     assert "expects" in capsys.readouterr().err
+
+
+def test_heldout_calibration_crystals_never_include_the_evaluation_draw():
+    from evaluation.testsets import heldout_ids
+    from inference.calibration_sets import heldout_calibration_ids
+
+    ids = [f"c{i:03d}" for i in range(100)]
+    evaluated = set(heldout_ids(ids, 30, 0))
+    chosen = heldout_calibration_ids(ids, 50, seed=1, exclude_limit=30, exclude_seed=0)
+    assert len(chosen) == len(set(chosen)) == 50 and not evaluated & set(chosen)
+    assert chosen == heldout_calibration_ids(list(reversed(ids)), 50, 1, 30, 0)    # order of the listing: no matter
+    assert chosen != heldout_calibration_ids(ids, 50, 2, 30, 0)
+    assert set(heldout_calibration_ids(ids, 100, 0, 0, 0)) == set(ids)               # nothing kept out
+    with pytest.raises(ValueError, match="calibration.n = 71 .* only 70 of 100"):
+        heldout_calibration_ids(ids, 71, 0, 30, 0)
+
+
+def test_calibrate_on_heldout_crystals(tmp_path, monkeypatch, capsys):
+    from tiny_checkpoint import shared_tiny_checkpoint, tiny_prepared
+
+    import generator.pipeline
+    from evaluation.testsets import heldout_ids
+    from inference.calibrate import main
+    from inference.calibration_sets import heldout_logits
+    from trainer.checkpoint import load_for_inference
+
+    prepared = tiny_prepared()                       # 12 crystals in the tiny model's classes, 2 silicon outside
+    monkeypatch.setattr(generator.pipeline, "prepare_data", lambda cfg=None: prepared)
+    ckpt = shutil.copytree(shared_tiny_checkpoint(), tmp_path / "step_000060")
+    model, meta = load_for_inference(ckpt)
+    logits, labels, ids = heldout_logits(model, meta.space_groups, None, meta.simulation, 9, seed=0,
+                                         exclude_limit=5, exclude_seed=3, batch_size=4)
+    assert len(ids) == 9 and not set(ids) & set(heldout_ids(prepared.split.test_ids, 5, 3))
+    assert logits.shape == (9, len(meta.space_groups)) and np.isfinite(logits).all()
+    expected = [meta.space_groups.index(prepared.database[i].space_group)
+                if prepared.database[i].space_group in meta.space_groups else -1 for i in ids]
+    assert labels.tolist() == expected
+
+    code = main(["--checkpoint", str(ckpt), "--source", "heldout", "--n", "9", "--heldout-exclude-limit", "5",
+                 "--heldout-exclude-seed", "3"])
+    out = capsys.readouterr().out
+    assert code == 0 and "9 held-out crystals' patterns" not in out
+    stored = json.loads((ckpt / CALIBRATION).read_text())
+    assert stored["source"] == "heldout" and stored["excluded"] == {"limit": 5, "seed": 3}
+    assert stored["n"] == sum(y >= 0 for y in expected) and stored["n"] + stored["n_out_of_scope"] == 9
+    assert f"{stored['n']} held-out crystals' patterns" in out and stored["temperature"] > 0
+    # more crystals than remain outside the evaluation draw: a clear error, nothing written over
+    before = (ckpt / CALIBRATION).read_text()
+    assert main(["--checkpoint", str(ckpt), "--source", "heldout", "--n", "10", "--heldout-exclude-limit", "5"]) == 2
+    assert "calibration.n = 10 held-out crystals asked for, but only 9 of 14" in capsys.readouterr().err
+    assert (ckpt / CALIBRATION).read_text() == before

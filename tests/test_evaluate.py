@@ -47,6 +47,10 @@ def test_metrics_by_hand():
     assert m["per_space_group_recall"] == {225: 1.0, 221: 0.0, 136: 0.0, 14: 0.0}
     assert m["refusal"]["kept"] == 2 and m["refusal"]["correct_kept"] == 1
     assert m["coverage_accuracy"]["coverage"][0] == 1.0
+    # top probabilities 0.7 (right), 0.5, 0.4 and 0.4 (out of scope: wrong) in bins of 1/15:
+    # |1 - 0.7| + |0 - 0.5| + 2 |0 - 0.4|, over the four answered items
+    assert m["mean_confidence"] == pytest.approx(0.5)
+    assert m["ece"] == pytest.approx((0.3 + 0.5 + 0.8) / 4)
 
 
 def test_the_crystal_system_of_the_summed_probabilities_can_differ_from_the_top_space_groups():
@@ -166,41 +170,6 @@ def test_heldout_split_is_simulated_and_scored(predictor, tmp_path):
     assert m["top1_count"] <= m["n"]
 
 
-class _Record:
-    """A prepared-database record of a pymatgen Structure with a given label."""
-
-    def __init__(self, structure, space_group: int):
-        self.structure, self.space_group, self.database_space_group = structure, space_group, space_group
-        self.partial_occupancy = False
-
-    @property
-    def volume(self):
-        return self.structure.volume
-
-    def to_crystal(self):
-        return self.structure
-
-
-def _tiny_prepared():
-    """Strained copies of the tiny checkpoint's four crystals plus two crystals outside its classes."""
-    from types import SimpleNamespace
-
-    from pymatgen.core import Lattice, Structure
-
-    from tiny_checkpoint import structures
-
-    db = {}
-    for sg, s in structures().items():
-        for j, strain in enumerate((-0.01, 0.0, 0.012)):
-            c = s.copy()
-            c.scale_lattice(s.volume * (1 + strain) ** 3)
-            db[f"{sg}-{j}"] = _Record(c, sg)
-    silicon = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]])
-    db["si-0"], db["si-1"] = _Record(silicon, 227), _Record(silicon.copy(), 227)
-    split = SimpleNamespace(test_ids=list(db), statistics_ids=[], hash="tiny-split", kind="tiny")
-    return SimpleNamespace(database=db, split=split)
-
-
 @pytest.mark.slow
 def test_heldout_command_and_in_training_evaluator_give_the_same_numbers(predictor, tmp_path, monkeypatch):
     """One rule, one held-out subset: the same crystals (capped and drawn alike), the same patterns
@@ -214,7 +183,9 @@ def test_heldout_command_and_in_training_evaluator_give_the_same_numbers(predict
     from trainer.checkpoint import load_for_inference
     from inference.evaluate import load_heldout
 
-    prepared = _tiny_prepared()
+    from tiny_checkpoint import tiny_prepared
+
+    prepared = tiny_prepared()
     monkeypatch.setattr(generator.pipeline, "prepare_data", lambda cfg=None: prepared)
     checkpoint = predictor.members[0].name
     model, meta = load_for_inference(checkpoint)

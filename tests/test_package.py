@@ -85,6 +85,7 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
     xred = tmp_path / "xred.json"
     xred.write_text(json.dumps({"n": 17, "n_answered": 17, "top1": 0.294, "top5": 0.647,
                                 "crystal_system_accuracy": 0.588, "crystal_system_summed_accuracy": 0.647,
+                                "mean_confidence": 0.412, "ece": 0.137,
                                 "coverage_accuracy": {"thresholds": [0.0, 0.3, 0.45], "coverage": [1.0, 0.5, 0.25],
                                                       "accuracy": [0.29, 0.4, None]}}))
     extra = tmp_path / "extra.json"
@@ -103,7 +104,8 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
                  "| temperature T | 1.700 |", "12.0 %", "3.0 %", "0.55", "| 0.45 | 80.0 % / 75.0 % | 25.0 % / – |",
                  "| 0.55 (in use) | 70.0 % / 82.0 % | – |",
                  "| held-out structure types (simulated) | not measured", "| fresh synthetic crystals | 256 | 61.0 %",
-                 "float32", "1,920", "| measured patterns (xred) | 17 | 29.4 % | 64.7 % | 58.8 % | 64.7 % |"):
+                 "float32", "1,920", "| measured patterns (xred) | 17 | 29.4 % | 64.7 % | 58.8 % | 64.7 % | 41.2 % / 13.7 % |",
+                 "fitted on 2000 fresh synthetic patterns", "| 0.55 (in use) | 70.0 % / 82.0 % |"):
         assert text in card, text
 
     monkeypatch.setattr(pretrained, "package_root", lambda: dest)
@@ -170,3 +172,32 @@ def test_card_row_in_use_is_the_exact_threshold_not_the_nearest_grid_point():
     assert _with_point(grid, 0.35, 0.9, 0.9) == grid and _with_point(grid, 0.33, None, None) == grid
     rows = _coverage_table({"xred": exact}, 0.33)
     assert any(r.startswith("| 0.33 (in use) | 37.5 % / 60.0 %") for r in rows), rows
+
+
+def test_the_card_of_a_model_calibrated_on_heldout_crystals_says_so(tmp_path):
+    from inference.model_card import render_card
+    from inference.package import run_info
+    from trainer.checkpoint import load_meta
+
+    run = _run_folder(tmp_path)
+    ckpt = run / "checkpoints" / "step_000060"
+    calibration = json.loads((ckpt / "calibration.json").read_text())
+    calibration.update(source="heldout", n=1500, excluded={"limit": 2000, "seed": 0},
+                       synthetic={"n": 1500, "top1": 0.31, "top5": 0.66, "mean_confidence": 0.33, "ece": 0.021})
+    heldout = {"n": 1796, "top1": 0.315, "top5": 0.666, "crystal_system_accuracy": 0.633,
+               "mean_confidence": 0.325, "ece": 0.024}
+    card = render_card(name="tiny", meta=load_meta(ckpt), info=run_info(ckpt), evaluations={"heldout": heldout},
+                       calibration=calibration, extra={}, dtype="float32", size_mb=1.0)
+    lines = card.splitlines()
+    rows = [line for line in lines if line.startswith("| held-out structure types")]
+    assert rows[0].startswith("| held-out structure types (simulated) | 1796 | 31.5 %") and rows[0].endswith(
+        "| 32.5 % / 2.4 % |")
+    assert rows[1].startswith("| held-out structure types, the calibration crystals | 1500 | 31.0 %")
+    assert rows[1].endswith("| 33.0 % / 2.1 % |")
+    assert "fitted on 1500 patterns of real crystals of the held-out structure types (none of them among the " \
+           "2000 that `inference.evaluate --heldout --limit 2000 --seed 0` scores)" in card
+    assert "fresh synthetic patterns" not in card and "(calibration set)" not in card
+    assert "| fresh synthetic crystals | not measured |" in card
+    assert "| kept / accuracy at the threshold (calibration crystals) |" in card
+    header = next(line for line in lines if line.startswith("| threshold |"))
+    assert "held-out (calibration crystals)" in header

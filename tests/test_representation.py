@@ -259,8 +259,10 @@ def test_calibration_simulates_with_the_checkpoint_representation(tmp_path):
     meta = CheckpointMeta(space_groups=sgs, model=model_cfg, input_length=rep.shape[1],
                           simulation=to_dict(rep.config), representation=rep.describe())
     path = save_checkpoint(tmp_path / "step_1", model, meta)
-    result, written = calibrate_checkpoint(path, CalibrationConfig(n=16, batch_size=8), statistics=stats)
+    result, written = calibrate_checkpoint(path, CalibrationConfig(n=16, batch_size=8, source="synthetic"),
+                                           statistics=stats)
     assert result.n == 16 and written is not None and written.is_file()
     # a 2-theta config for a 1/d model is refused by its length, naming both
     with pytest.raises(ValueError, match="points, the model at"):
-        calibrate_checkpoint(path, CalibrationConfig(n=16, simulation="default"), statistics=stats, write=False)
+        calibrate_checkpoint(path, CalibrationConfig(n=16, simulation="default", source="synthetic"), statistics=stats,
+                             write=False)

@@ -87,3 +87,36 @@ def shared_tiny_checkpoint() -> Path:
     directory = Path(tempfile.mkdtemp(prefix="tiny-checkpoint-"))
     atexit.register(shutil.rmtree, directory, True)
     return train_tiny_checkpoint(directory)
+
+
+class PreparedRecord:
+    """A prepared-database record of a pymatgen Structure with a given label."""
+
+    def __init__(self, structure, space_group: int):
+        self.structure, self.space_group, self.database_space_group = structure, space_group, space_group
+        self.partial_occupancy = False
+
+    @property
+    def volume(self):
+        return self.structure.volume
+
+    def to_crystal(self):
+        return self.structure
+
+
+def tiny_prepared():
+    """Strained copies of the tiny checkpoint's four crystals plus two crystals outside its classes."""
+    from types import SimpleNamespace
+
+    from pymatgen.core import Lattice, Structure
+
+    db = {}
+    for sg, s in structures().items():
+        for j, strain in enumerate((-0.01, 0.0, 0.012)):
+            c = s.copy()
+            c.scale_lattice(s.volume * (1 + strain) ** 3)
+            db[f"{sg}-{j}"] = PreparedRecord(c, sg)
+    silicon = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]])
+    db["si-0"], db["si-1"] = PreparedRecord(silicon, 227), PreparedRecord(silicon.copy(), 227)
+    split = SimpleNamespace(test_ids=list(db), statistics_ids=[], hash="tiny-split", kind="tiny")
+    return SimpleNamespace(database=db, split=split)

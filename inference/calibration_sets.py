@@ -1,0 +1,82 @@
+"""Held-out crystals to calibrate on: real structures of the structure types a model never saw.
+
+A temperature fitted on fresh synthetic crystals matches the model's confidence to its accuracy on
+the distribution it was trained on; on real crystals of unseen structure types (what a new sample
+is most like) the same model is right less often at the same confidence. Fitting on the held-out
+side of the split brings the probabilities to that accuracy instead. The crystals scored by
+``python -m inference.evaluate --heldout --limit L --seed S`` are kept out, so the fit and the
+evaluation never share a crystal and the evaluation's calibration error stays an honest check.
+
+:func:`heldout_calibration_ids` chooses the crystals, :func:`heldout_logits` simulates them with the
+model's simulation and returns the logits and class indices :func:`inference.calibration.calibrate_logits`
+takes.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def heldout_calibration_ids(test_ids: Sequence[str], n: int, seed: int, exclude_limit: Optional[int],
+                            exclude_seed: int) -> list[str]:
+    """``n`` held-out ids drawn with ``seed`` from ``test_ids`` minus the evaluation draw
+    ``heldout_ids(test_ids, exclude_limit, exclude_seed)`` (none excluded when ``exclude_limit`` is
+    0 or None). Sorted; a clear error when fewer than ``n`` remain."""
+    from evaluation.testsets import heldout_ids
+
+    ids = sorted(map(str, test_ids))
+    excluded = set(heldout_ids(ids, int(exclude_limit), int(exclude_seed))) if exclude_limit else set()
+    pool = [i for i in ids if i not in excluded]
+    if n > len(pool):
+        raise ValueError(f"calibration.n = {n} held-out crystals asked for, but only {len(pool)} of {len(ids)} remain "
+                         f"outside the evaluation draw (calibration.heldout_exclude_limit = {exclude_limit})")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x43414C]))   # its own stream: "CAL"
+    return sorted(rng.choice(pool, size=int(n), replace=False).tolist())
+
+
+def model_logits(model, x: np.ndarray) -> np.ndarray:
+    """(B, C) float64 logits of ``model`` on (B, N) inputs, without gradients, on the model's device."""
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model(torch.as_tensor(np.asarray(x, np.float32), device=device))
+    return out["logits"].float().cpu().numpy().astype(np.float64)
+
+
+def heldout_logits(model, space_groups: list[int], run_config: Optional[dict], simulation, n: int, seed: int = 0,
+                   exclude_limit: Optional[int] = 2000, exclude_seed: int = 0,
+                   batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Logits (m, C) of ``model`` on ``n`` held-out crystals of the checkpoint's split (``run_config``;
+    None: the default database and split), simulated with ``simulation`` (a representation or its
+    config), their class indices (m,) into ``space_groups`` (spglib labels; -1 outside the classes)
+    and their ids; m <= n: crystals that fail to simulate are left out (and logged)."""
+    from evaluation.simulate import simulate_crystals
+    from generator.pipeline import prepare_data
+    from simulator import make_representation
+
+    prepared = prepare_data(run_config or None)
+    ids = heldout_calibration_ids(prepared.split.test_ids, n, seed, exclude_limit, exclude_seed)
+    sim = make_representation(simulation)
+    pattern_seed, impurity_seed = np.random.SeedSequence([int(seed), 0x43414C, 1]).spawn(2)
+    rng, impurity_rng = np.random.default_rng(pattern_seed), np.random.default_rng(impurity_seed)
+    index = {int(s): i for i, s in enumerate(space_groups)}
+    logits, labels, kept = [], [], []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        records = [prepared.database[i] for i in chunk]
+        x, ok = simulate_crystals([r.to_crystal() for r in records], sim, rng, "float32", impurity_rng=impurity_rng)
+        if ok.any():
+            logits.append(model_logits(model, x[ok]))
+            labels += [index.get(int(r.space_group), -1) for r, good in zip(records, ok) if good]
+            kept += [i for i, good in zip(chunk, ok) if good]
+        if (~ok).any():
+            log.warning("calibration: %d held-out crystals failed to simulate and are left out", int((~ok).sum()))
+        log.info("calibration patterns: %d of %d held-out crystals", start + len(chunk), len(ids))
+    if not logits:
+        raise ValueError("no held-out calibration crystal could be simulated")
+    return np.concatenate(logits), np.asarray(labels, np.int64), kept

@@ -70,7 +70,7 @@ def format_table(results: Sequence[PatternPrediction], threshold: float) -> str:
             lines.append("  crystal system: " + ", ".join(systems))
         if r.refused:
             lines.append(f"  REFUSED: top probability {r.top_probability:.3f} is below the threshold {threshold:.2f}; "
-                         "treat the list as a guess")
+                         "treat the space groups as a guess (the crystal-system line sums their probabilities)")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -271,13 +271,15 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
     if calibration:
         threshold = calibration.get("refusal_threshold")
         excluded = calibration.get("excluded") or {}
-        fitted_on = (f"{calibration.get('n', '?')} patterns of real crystals of the held-out structure types "
-                     f"(none of them among the {excluded.get('limit', '?')} that `inference.evaluate --heldout "
-                     f"--limit {excluded.get('limit', '?')} --seed {excluded.get('seed', '?')}` scores)"
-                     if heldout_fit else f"{calibration.get('n', '?')} fresh synthetic patterns")
+        settings = (f"simulation: {calibration.get('simulation', '?')}, seed {calibration.get('seed', '?')}")
+        if heldout_fit:
+            fitted_on = (f"{calibration.get('n', '?')} patterns of real crystals of the held-out structure types "
+                         f"({settings}; none of them among the {excluded.get('limit', '?')} that `inference.evaluate "
+                         f"--heldout --limit {excluded.get('limit', '?')} --seed {excluded.get('seed', '?')}` scores)")
+        else:
+            fitted_on = f"{calibration.get('n', '?')} fresh synthetic patterns ({settings})"
         lines += [
-            f"Temperature scaling fitted on {fitted_on} "
-            f"(simulation: {calibration.get('simulation', '?')}, seed {calibration.get('seed', '?')}); "
+            f"Temperature scaling fitted on {fitted_on}; "
             "`inference.predict` and `inference.evaluate` divide the logits by T.",
             "",
             "| | |", "|---|---|",

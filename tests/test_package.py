@@ -105,7 +105,7 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
                  "| 0.55 (in use) | 70.0 % / 82.0 % | – |",
                  "| held-out structure types (simulated) | not measured", "| fresh synthetic crystals | 256 | 61.0 %",
                  "float32", "1,920", "| measured patterns (xred) | 17 | 29.4 % | 64.7 % | 58.8 % | 64.7 % | 41.2 % / 13.7 % |",
-                 "fitted on 2000 fresh synthetic patterns", "| 0.55 (in use) | 70.0 % / 82.0 % |"):
+                 "fitted on 2000 fresh synthetic patterns (simulation: checkpoint, seed 0);", "| 0.55 (in use) | 70.0 % / 82.0 % |"):
         assert text in card, text
 
     monkeypatch.setattr(pretrained, "package_root", lambda: dest)
@@ -194,8 +194,8 @@ def test_the_card_of_a_model_calibrated_on_heldout_crystals_says_so(tmp_path):
         "| 32.5 % / 2.4 % |")
     assert rows[1].startswith("| held-out structure types, the calibration crystals | 1500 | 31.0 %")
     assert rows[1].endswith("| 33.0 % / 2.1 % |")
-    assert "fitted on 1500 patterns of real crystals of the held-out structure types (none of them among the " \
-           "2000 that `inference.evaluate --heldout --limit 2000 --seed 0` scores)" in card
+    assert "fitted on 1500 patterns of real crystals of the held-out structure types (simulation: checkpoint, " \
+           "seed 0; none of them among the 2000 that `inference.evaluate --heldout --limit 2000 --seed 0` scores);" in card
     assert "fresh synthetic patterns" not in card and "(calibration set)" not in card
     assert "| fresh synthetic crystals | not measured |" in card
     assert "| kept / accuracy at the threshold (calibration crystals) |" in card

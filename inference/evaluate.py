@@ -221,11 +221,12 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
         out["crystal_system_count"] = int(np.trace(cm))
         out["crystal_system_accuracy_all"] = float(np.trace(cm) / len(labels))
         out.update(summed_crystal_system_metrics(probs, true_systems, classes, inside))
-        out["ece"] = expected_calibration_error(probs, np.where(inside, labels, -1))
+        scored_labels = np.where(inside, labels, -1)   # out of scope: a class the model cannot give
+        out["ece"] = expected_calibration_error(probs, scored_labels)
         out["mean_confidence"] = float(probs.max(axis=1).mean())
         support = np.bincount(labels, minlength=len(all_classes))
         out["support_per_space_group"] = {int(all_classes[i]): int(c) for i, c in enumerate(support) if c}
-        curve = coverage_accuracy(probs, np.where(labels < len(classes), labels, -1), np.linspace(0.0, 1.0, max(2, int(n_thresholds))))
+        curve = coverage_accuracy(probs, scored_labels, np.linspace(0.0, 1.0, max(2, int(n_thresholds))))
         out["coverage_accuracy"] = curve.to_dict()
         kept = ~refused(probs, refusal_threshold)
         out["refusal"] = {"threshold": refusal_threshold, "kept": int(kept.sum()),

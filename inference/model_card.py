@@ -108,8 +108,8 @@ def _hardware(info, extra: dict) -> str:
     return f"not recorded (config: device {device}, {workers} worker{'s' if workers != 1 else ''})"
 
 
-def _eval_row(name: str, m: Optional[dict]) -> str:
-    title = EVAL_TITLES.get(name, name)
+def _eval_row(name: str, m: Optional[dict], title: Optional[str] = None) -> str:
+    title = title or EVAL_TITLES.get(name, name)
     if not m:
         return f"| {title} | {NOT_MEASURED} | | | | | |"
     # inference.evaluate's top1 is over its "n" in-class items (files with "top1_all"), formerly over "n_answered"
@@ -252,10 +252,10 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
     fit_title = ("held-out structure types, the calibration crystals" if heldout_fit
                  else EVAL_TITLES["synthetic"] + " (calibration set)")
     if calibration and calibration.get("synthetic") and (heldout_fit or not evaluations.get("synthetic")):
-        fit_row = _eval_row("synthetic", calibration["synthetic"]).replace(EVAL_TITLES["synthetic"], fit_title, 1)
         if heldout_fit:
             names.insert(names.index("heldout") + 1, "calibration")
-        rows["calibration" if heldout_fit else "synthetic"] = fit_row
+        rows["calibration" if heldout_fit else "synthetic"] = _eval_row("synthetic", calibration["synthetic"],
+                                                                     fit_title)
     lines += [rows[k] for k in names]
     during = {k: v for k, v in {**meta.metrics, **{k[5:]: v for k, v in s.items() if k.startswith("eval/")}}.items()
               if k.endswith(("/top1", "/top5", "/crystal_system_accuracy"))}

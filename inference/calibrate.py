@@ -1,7 +1,8 @@
 """Fit a checkpoint's temperature and refusal threshold on fresh synthetic patterns or on held-out crystals.
 
     python -m inference.calibrate --checkpoint RUN [RUN...] [--simulation NAME] [--n 2000] [--seed 0]
-                                [--source synthetic|heldout] [--target-accuracy 0.8] [--json] [--dry-run]
+                                [--source synthetic|heldout] [--target-accuracy 0.8] [--no-top-label]
+                                [--json] [--dry-run]
 
 ``--source heldout`` fits on real crystals of the structure types the model never saw, outside the
 crystals ``inference.evaluate --heldout --limit 2000 --seed 0`` scores (``--heldout-exclude-limit``,
@@ -30,7 +31,11 @@ def format_result(name: str, c: Calibration, path) -> str:
         + (f", {c.n_out_of_scope} outside the model's classes left out" if c.n_out_of_scope else ""),
         f"  top-1 accuracy {100 * c.accuracy:.1f} %",
         f"  temperature {c.temperature:.3f}; NLL {c.nll_before:.3f} -> {c.nll_after:.3f}",
-        f"  expected calibration error ({c.bins} bins) {100 * c.ece_before:.2f} % -> {100 * c.ece_after:.2f} %",
+        (f"  top answer's map a {c.top_label['a']:.3f}, b {c.top_label['b']:.3f}, c {c.top_label['c']:.3f}"
+         if c.top_label else "  no top answer's map"),
+        f"  expected calibration error ({c.bins} bins, patterns outside the classes wrong) {100 * c.ece_before:.2f} %"
+        + (f" -> {100 * c.ece_temperature:.2f} % (temperature)" if c.top_label else "")
+        + f" -> {100 * c.ece_after:.2f} %",
         f"  refusal threshold {c.refusal_threshold:.2f}: keeps {100 * c.coverage_at_threshold:.1f} %, "
         f"accuracy {acc} (target {100 * c.target_accuracy:.0f} %"
         + ("" if c.target_reached else ", never reached: configured default stored") + ")",
@@ -69,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"... and --seed THIS (default {cal.heldout_exclude_seed})")
     ap.add_argument("--target-accuracy", type=float, default=cal.target_accuracy,
                     help=f"accuracy of the kept patterns the refusal threshold is chosen for (default {cal.target_accuracy})")
+    ap.add_argument("--top-label", action=argparse.BooleanOptionalAction, default=cal.top_label,
+                    help="also fit the top answer's map after the temperature (default %(default)s)")
     ap.add_argument("--device", default=cfg.device)
     ap.add_argument("--dry-run", action="store_true", help="report without writing calibration.json")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -78,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cal.simulation, cal.n, cal.seed, cal.statistics = args.simulation, args.n, args.seed, args.statistics
     cal.target_accuracy = args.target_accuracy
     cal.source, cal.heldout_exclude_limit = args.source, args.heldout_exclude_limit
-    cal.heldout_exclude_seed = args.heldout_exclude_seed
+    cal.heldout_exclude_seed, cal.top_label = args.heldout_exclude_seed, args.top_label
     results = {}
     for checkpoint in args.checkpoint:
         try:

@@ -12,8 +12,12 @@ reach a target accuracy (Vecsei et al. 2019 refuse below 0.45).
 
 The result is stored as ``calibration.json`` beside the checkpoint's ``meta.json``::
 
-    {"temperature": T, "ece_before": e0, "ece_after": e1, "refusal_threshold": t, "n": n,
-     "simulation": "checkpoint" | NAME, "source": "synthetic" | "heldout", ...}
+    {"temperature": T, "top_label": {"a": .., "b": .., "c": ..}, "ece_before": e0, "ece_after": e1,
+     "refusal_threshold": t, "n": n, "simulation": "checkpoint" | NAME, "source": "synthetic" | "heldout", ...}
+
+The temperature is fitted on the patterns whose space group the model classifies; the top answer's map
+(:mod:`inference.top_label`, optional), the calibration errors and the refusal threshold count the
+others as wrong answers, as ``inference.evaluate`` does: a new sample may be one of them.
 
 and applied by :mod:`inference.predict` / :mod:`inference.evaluate` (``conf/inference/default.yaml``,
 ``calibration`` node). ``python -m inference.calibrate`` runs it on a checkpoint.
@@ -64,6 +68,8 @@ class CalibrationConfig:
             ``refusal_threshold``.
         bins: equal-width bins of the expected calibration error.
         temperature_bounds: [lowest, highest] temperature searched.
+        top_label: also fit the top answer's own map (:mod:`inference.top_label`) on the temperature-scaled
+            probabilities; its loss or gain of probability stays inside its crystal system.
         batch_size: patterns simulated and passed through the model at a time.
     """
 
@@ -82,6 +88,7 @@ class CalibrationConfig:
     default_threshold: Optional[float] = None
     bins: int = 15
     temperature_bounds: list[float] = field(default_factory=lambda: [0.05, 20.0])
+    top_label: bool = True
     batch_size: int = 128
 
     def validate(self) -> None:
@@ -181,21 +188,26 @@ class Calibration:
     """What ``calibration.json`` holds.
 
     Attributes:
-        temperature: T; calibrated probabilities are softmax(logits / T).
-        ece_before, ece_after: expected calibration error at T = 1 and at T (fractions).
+        temperature: T; calibrated probabilities are softmax(logits / T), then ``top_label``.
+        top_label: {"a", "b", "c"} of the top answer's map (:mod:`inference.top_label`); {}: none.
+        ece_before, ece_after: expected calibration error of the raw softmax and of the calibrated
+            probabilities (fractions; patterns outside the classes count as wrong).
+        ece_temperature: the same with the temperature alone.
         refusal_threshold: refuse when the (calibrated) top probability is below this.
         n: patterns used (those whose space group the model classifies).
         simulation: "checkpoint" (the model's own simulation config) or the conf/simulation name.
         source: "synthetic" (fresh synthetic crystals) or "heldout" (held-out real crystals).
         nll_before, nll_after: mean negative log-likelihood (nats) at T = 1 and at T.
-        accuracy: top-1 accuracy on the patterns.
+        accuracy: top-1 accuracy on the patterns in the classes.
         target_accuracy: the accuracy the refusal threshold was chosen for.
         target_reached: False when no threshold reached it and the default was stored.
-        coverage_at_threshold, accuracy_at_threshold: fraction kept and their accuracy at the threshold.
+        coverage_at_threshold, accuracy_at_threshold: fraction of all patterns kept and their accuracy
+            at the threshold.
         coverage_accuracy: {"thresholds", "coverage", "accuracy"} of the calibrated probabilities.
         synthetic: {"n", "top1", "top5", "crystal_system_accuracy"} on these patterns (fractions; the
             crystal system only when the class list was given), whichever their source.
-        n_out_of_scope: simulated patterns left out (space group outside the model's classes).
+        n_out_of_scope: simulated patterns whose space group is outside the model's classes (left out of
+            the temperature fit and ``n``, counted as wrong elsewhere).
         statistics, seed, bins, step, created: provenance.
     """
 
@@ -206,6 +218,8 @@ class Calibration:
     n: int
     simulation: str = "checkpoint"
     source: str = "synthetic"
+    top_label: dict = field(default_factory=dict)
+    ece_temperature: float = float("nan")
     nll_before: float = float("nan")
     nll_after: float = float("nan")
     accuracy: float = float("nan")
@@ -248,31 +262,39 @@ def _finite(obj: Any) -> Any:
 def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationConfig | None = None,
                      default_threshold: float = 0.45, simulation: str = "checkpoint",
                      space_groups: Optional[list[int]] = None) -> Calibration:
-    """Fit T on (B, C) logits and (B,) labels (-1: outside the classes, left out), measure the ECE
-    before/after and choose the refusal threshold on the calibrated probabilities. ``space_groups``
-    (the class list) adds the crystal-system accuracy to the synthetic figures."""
+    """Fit T on the (B, C) logits whose (B,) labels are classes (-1: outside the classes), then, with
+    ``cfg.top_label`` and the class list ``space_groups``, the top answer's map on all B patterns; measure
+    the ECE before and after and choose the refusal threshold on the calibrated probabilities (patterns
+    outside the classes count as wrong). ``space_groups`` also adds the crystal-system accuracy to the
+    synthetic figures."""
     from inference.ensemble import coverage_accuracy, softmax
+    from inference.top_label import apply_top_label_map, fit_top_label_map, system_index
 
     cfg = cfg or CalibrationConfig()
     cfg.validate()
-    z = np.asarray(logits, np.float64)
-    y = np.asarray(labels, np.int64)
-    inside = y >= 0
-    z, y = z[inside], y[inside]
+    z_all = np.asarray(logits, np.float64)
+    y_all = np.asarray(labels, np.int64)
+    inside = y_all >= 0
+    z, y = z_all[inside], y_all[inside]
     if len(y) == 0:
         raise ValueError("no calibration pattern has a space group the model classifies")
     t = fit_temperature(z, y, tuple(cfg.temperature_bounds))
-    before, after = softmax(z), softmax(z / t)
+    scaled = softmax(z_all / t)
+    top_label, after = {}, scaled
+    if cfg.top_label and space_groups is not None:
+        right = scaled.argmax(axis=1) == y_all
+        top_label = fit_top_label_map(scaled.max(axis=1), right)
+        after = apply_top_label_map(scaled, top_label, system_index(space_groups))
     default = cfg.default_threshold if cfg.default_threshold is not None else default_threshold
-    threshold, reached = choose_refusal_threshold(after, y, cfg.target_accuracy, default, cfg.threshold_step,
+    threshold, reached = choose_refusal_threshold(after, y_all, cfg.target_accuracy, default, cfg.threshold_step,
                                                   cfg.min_kept)
-    curve = coverage_accuracy(after, y, np.round(np.linspace(0.0, 1.0, 21), 10))
+    curve = coverage_accuracy(after, y_all, np.round(np.linspace(0.0, 1.0, 21), 10))
     kept = after.max(axis=1) >= threshold
     order = np.argsort(-z, axis=1, kind="stable")
     rank = (order == y[:, None]).argmax(axis=1)
     synthetic = {"n": int(len(y)), "top1": float((rank < 1).mean()), "top5": float((rank < 5).mean()),
                  "mean_confidence": float(after.max(axis=1).mean()),
-                 "ece": expected_calibration_error(after, y, cfg.bins)}
+                 "ece": expected_calibration_error(after, y_all, cfg.bins)}
     if space_groups is not None:
         from generator.symmetry import crystal_system
 
@@ -280,18 +302,21 @@ def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationCon
         pred = z.argmax(axis=1)
         synthetic["crystal_system_accuracy"] = float(np.mean([systems[a] == systems[b] for a, b in zip(pred, y)]))
     return Calibration(
-        temperature=t, ece_before=expected_calibration_error(before, y, cfg.bins),
-        ece_after=expected_calibration_error(after, y, cfg.bins), refusal_threshold=threshold, n=int(len(y)),
+        temperature=t, top_label=top_label, ece_before=expected_calibration_error(softmax(z_all), y_all, cfg.bins),
+        ece_temperature=expected_calibration_error(scaled, y_all, cfg.bins),
+        ece_after=expected_calibration_error(after, y_all, cfg.bins), refusal_threshold=threshold, n=int(len(y)),
         simulation=simulation, nll_before=negative_log_likelihood(z, y), nll_after=negative_log_likelihood(z, y, t),
-        accuracy=float((after.argmax(axis=1) == y).mean()), target_accuracy=float(cfg.target_accuracy),
+        accuracy=float((z.argmax(axis=1) == y).mean()), target_accuracy=float(cfg.target_accuracy),
         target_reached=reached, coverage_at_threshold=float(kept.mean()),
-        accuracy_at_threshold=float((after[kept].argmax(axis=1) == y[kept]).mean()) if kept.any() else None,
-        coverage_accuracy=curve.to_dict(), synthetic=synthetic, n_out_of_scope=int((~inside).sum()), seed=int(cfg.seed), bins=int(cfg.bins),
+        accuracy_at_threshold=float((after[kept].argmax(axis=1) == y_all[kept]).mean()) if kept.any() else None,
+        coverage_accuracy=curve.to_dict(), synthetic=synthetic, n_out_of_scope=int((~inside).sum()),
+        seed=int(cfg.seed), bins=int(cfg.bins),
     )
 
 
 def load_calibration(checkpoint: str | Path) -> Optional[dict]:
     """``calibration.json`` beside the checkpoint's ``meta.json`` (checked), or None when there is none."""
+    from inference.top_label import check_top_label_map
     from trainer.checkpoint import resolve
 
     path = resolve(checkpoint) / CALIBRATION
@@ -307,56 +332,9 @@ def load_calibration(checkpoint: str | Path) -> Optional[dict]:
         raise ValueError(f"{path}: temperature must be a positive number, got {data['temperature']!r}")
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"{path}: refusal_threshold must be in [0, 1], got {threshold!r}")
+    data["top_label"] = check_top_label_map(data.get("top_label"), str(path)) or {}
     data["path"] = str(path)
     return data
-
-
-# ----------------------------------------------------------------------------- synthetic patterns
-
-
-def load_statistics(which: str, run_config: dict):
-    """Generation statistics: the default database and split, or the checkpoint's run config."""
-    from generator.pipeline import default_config, prepare_data
-
-    if which == "run" and run_config:
-        return prepare_data(run_config).statistics
-    return prepare_data(default_config()).statistics
-
-
-def generator_config(name: str):
-    from generator import GeneratorConfig
-    from generator.config import as_config, group_option
-
-    node = group_option("generator", name)   # its defaults list applied (uniform.yaml builds on default)
-    try:
-        return as_config(GeneratorConfig, node)
-    except Exception as err:
-        raise ValueError(f"conf/generator/{name}.yaml: invalid generator config: {err}") from err
-
-
-def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: int, seed: int = 0,
-                     generator_cfg=None, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """(n, C) float64 logits of ``model`` on ``n`` fresh synthetic patterns and their (n,) class
-    indices into ``space_groups`` (-1 for space groups the model does not classify)."""
-    from generator import CrystalSampler
-    from inference.calibration_sets import model_logits
-    from simulator import make_representation
-
-    crystal_seed, pattern_seed = np.random.SeedSequence(int(seed)).spawn(2)
-    sampler = (CrystalSampler.from_config(statistics, generator_cfg, seed=crystal_seed) if generator_cfg is not None
-               else CrystalSampler(statistics, seed=crystal_seed))
-    sim = make_representation(simulation)   # a 2-theta, 1/d or G(r) representation, or its config
-    rng = np.random.default_rng(pattern_seed)
-    index = {int(s): i for i, s in enumerate(space_groups)}
-    logits, labels = [], []
-    done = 0
-    while done < n:
-        crystals = sampler.sample_many(min(batch_size, n - done))
-        logits.append(model_logits(model, sim.patterns(crystals, rng)))
-        labels += [index.get(int(c.space_group), -1) for c in crystals]
-        done += len(crystals)
-        log.info("calibration patterns: %d of %d", done, n)
-    return np.concatenate(logits), np.asarray(labels, np.int64)
 
 
 def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None = None,
@@ -365,6 +343,7 @@ def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None =
     """Simulate ``cfg.n`` patterns (``cfg.source``), fit the checkpoint's temperature and refusal
     threshold and (with ``write``) store ``calibration.json`` beside its ``meta.json``. ``statistics``
     overrides ``cfg.statistics`` for synthetic crystals (tests pass small hand-made statistics)."""
+    from inference import calibration_sets
     from trainer.checkpoint import load_for_inference, resolve
 
     cfg = cfg or CalibrationConfig()
@@ -378,19 +357,18 @@ def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None =
     classes = [int(s) for s in meta.space_groups]
     excluded = {}
     if cfg.source == "heldout":
-        from inference.calibration_sets import heldout_logits
-
-        logits, labels, _ = heldout_logits(model, classes, meta.config, simulation, cfg.n, cfg.seed,
+        logits, labels, _ = calibration_sets.heldout_logits(model, classes, meta.config, simulation, cfg.n, cfg.seed,
                                            cfg.heldout_exclude_limit, cfg.heldout_exclude_seed, cfg.batch_size)
         stats_label = "run split, held-out side"
         excluded = {"limit": cfg.heldout_exclude_limit, "seed": cfg.heldout_exclude_seed}
     else:
         stats_label = "given"
         if statistics is None:
-            statistics = load_statistics(cfg.statistics, meta.config)
+            statistics = calibration_sets.load_statistics(cfg.statistics, meta.config)
             stats_label = cfg.statistics
-        logits, labels = synthetic_logits(model, classes, statistics, simulation, cfg.n, cfg.seed,
-                                          generator_config(cfg.generator), cfg.batch_size)
+        logits, labels = calibration_sets.synthetic_logits(model, classes, statistics, simulation, cfg.n, cfg.seed,
+                                                           calibration_sets.generator_config(cfg.generator),
+                                                           cfg.batch_size)
     result = calibrate_logits(logits, labels, cfg, default_threshold, label, classes)
     result.statistics, result.step, result.source, result.excluded = stats_label, int(meta.step), cfg.source, excluded
     path = result.save(directory) if write else None

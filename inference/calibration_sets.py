@@ -9,7 +9,7 @@ evaluation never share a crystal and the evaluation's calibration error stays an
 
 :func:`heldout_calibration_ids` chooses the crystals, :func:`heldout_logits` simulates them with the
 model's simulation and returns the logits and class indices :func:`inference.calibration.calibrate_logits`
-takes.
+takes; :func:`synthetic_logits` does the same for fresh synthetic crystals (``source: synthetic``).
 """
 from __future__ import annotations
 
@@ -80,3 +80,46 @@ def heldout_logits(model, space_groups: list[int], run_config: Optional[dict], s
     if not logits:
         raise ValueError("no held-out calibration crystal could be simulated")
     return np.concatenate(logits), np.asarray(labels, np.int64), kept
+
+def load_statistics(which: str, run_config: dict):
+    """Generation statistics: the default database and split, or the checkpoint's run config."""
+    from generator.pipeline import default_config, prepare_data
+
+    if which == "run" and run_config:
+        return prepare_data(run_config).statistics
+    return prepare_data(default_config()).statistics
+
+
+def generator_config(name: str):
+    from generator import GeneratorConfig
+    from generator.config import as_config, group_option
+
+    node = group_option("generator", name)   # its defaults list applied (uniform.yaml builds on default)
+    try:
+        return as_config(GeneratorConfig, node)
+    except Exception as err:
+        raise ValueError(f"conf/generator/{name}.yaml: invalid generator config: {err}") from err
+
+
+def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: int, seed: int = 0,
+                     generator_cfg=None, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(n, C) float64 logits of ``model`` on ``n`` fresh synthetic patterns and their (n,) class
+    indices into ``space_groups`` (-1 for space groups the model does not classify)."""
+    from generator import CrystalSampler
+    from simulator import make_representation
+
+    crystal_seed, pattern_seed = np.random.SeedSequence(int(seed)).spawn(2)
+    sampler = (CrystalSampler.from_config(statistics, generator_cfg, seed=crystal_seed) if generator_cfg is not None
+               else CrystalSampler(statistics, seed=crystal_seed))
+    sim = make_representation(simulation)   # a 2-theta, 1/d or G(r) representation, or its config
+    rng = np.random.default_rng(pattern_seed)
+    index = {int(s): i for i, s in enumerate(space_groups)}
+    logits, labels = [], []
+    done = 0
+    while done < n:
+        crystals = sampler.sample_many(min(batch_size, n - done))
+        logits.append(model_logits(model, sim.patterns(crystals, rng)))
+        labels += [index.get(int(c.space_group), -1) for c in crystals]
+        done += len(crystals)
+        log.info("calibration patterns: %d of %d", done, n)
+    return np.concatenate(logits), np.asarray(labels, np.int64)

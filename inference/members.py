@@ -1,5 +1,5 @@
 """Ensemble members: a trained network loaded from its checkpoint, with the input axis and
-preprocessing it was trained on and the temperature and threshold of its calibration file."""
+preprocessing it was trained on and the temperature, top-answer map and threshold of its calibration file."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,6 +24,8 @@ class Member:
     simulation: dict = field(default_factory=dict)
     temperature: float = 1.0
     calibration: Optional[dict] = None
+    top_label: Optional[dict] = None      # the top answer's map (inference.top_label) after the temperature
+    systems: Optional[np.ndarray] = None  # (C,) crystal system index of each class, for that map
 
 
 def input_spec(representation: Any) -> InputSpec:
@@ -45,7 +47,8 @@ def input_spec(representation: Any) -> InputSpec:
 
 def load_member(path: str | Path, device: str = "cpu", calibrated: bool = True) -> Member:
     """A checkpoint as an ensemble member (model in eval mode plus its input spec); with
-    ``calibrated``, the temperature and refusal threshold of its ``calibration.json`` if it has one."""
+    ``calibrated``, the temperature, top-answer map and refusal threshold of its ``calibration.json`` if
+    it has one."""
     from inference.calibration import load_calibration
     from trainer.checkpoint import load_for_inference
 
@@ -54,7 +57,12 @@ def load_member(path: str | Path, device: str = "cpu", calibrated: bool = True) 
     if len(spec.grid) != meta.input_length:
         raise ValueError(f"{path}: the {meta.representation_kind} axis has {len(spec.grid)} points, the model "
                          f"expects {meta.input_length}")
+    from inference.top_label import system_index
+
     calibration = load_calibration(path) if calibrated else None
-    return Member(model=model, space_groups=[int(s) for s in meta.space_groups], spec=spec,
+    space_groups = [int(s) for s in meta.space_groups]
+    top_label = (calibration or {}).get("top_label") or None
+    return Member(model=model, space_groups=space_groups, spec=spec,
                   volume_norm=meta.volume_norm, name=str(path), simulation=dict(meta.simulation),
-                  temperature=float(calibration["temperature"]) if calibration else 1.0, calibration=calibration)
+                  temperature=float(calibration["temperature"]) if calibration else 1.0, calibration=calibration,
+                  top_label=top_label, systems=system_index(space_groups) if top_label else None)

@@ -278,13 +278,19 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
                          f"--heldout --limit {excluded.get('limit', '?')} --seed {excluded.get('seed', '?')}` scores)")
         else:
             fitted_on = f"{calibration.get('n', '?')} fresh synthetic patterns ({settings})"
+        top_label = calibration.get("top_label") or {}
         lines += [
             f"Temperature scaling fitted on {fitted_on}; "
-            "`inference.predict` and `inference.evaluate` divide the logits by T.",
+            "`inference.predict` and `inference.evaluate` divide the logits by T"
+            + ("; then the top answer's probability p becomes sigmoid(a ln p - b ln(1 - p) + c), the "
+               "difference moving among the other space groups of its crystal system." if top_label else "."),
             "",
             "| | |", "|---|---|",
             f"| temperature T | {_num(calibration.get('temperature'))} |",
+            *([f"| top answer's map a / b / c | {_num(top_label.get('a'))} / {_num(top_label.get('b'))} / "
+               f"{_num(top_label.get('c'))} |"] if top_label else []),
             f"| ECE before ({calibration.get('bins', 15)} bins) | {_pct(calibration.get('ece_before'))} |",
+            *([f"| ECE with the temperature alone | {_pct(calibration.get('ece_temperature'))} |"] if top_label else []),
             f"| ECE after | {_pct(calibration.get('ece_after'))} |",
             f"| refusal threshold | {_num(threshold, '{:.2f}')} (target accuracy of the kept patterns "
             f"{_pct(calibration.get('target_accuracy'))}"

@@ -22,6 +22,7 @@ from inference.members import Member, load_member
 from inference.patterns import PreparedPattern, prepare_pattern
 from inference.readers import MeasuredPattern, PatternError, read_pattern
 from inference.space_groups import crystal_system, crystal_system_probabilities, space_group_symbol
+from inference.top_label import apply_top_label_map
 
 
 @dataclass
@@ -172,9 +173,12 @@ class Predictor:
 
     def member_outputs(self, member: Member, inputs: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Probabilities (B, C) over ``self.space_groups`` (softmax of the logits divided by the
-        member's temperature) and log volumes (B,) or None of one member."""
+        member's temperature, then its top-answer map if it has one: :mod:`inference.top_label`) and
+        log volumes (B,) or None of one member."""
         z, logv = self.member_logits(member, inputs)
         p = softmax(z / member.temperature) if len(z) else z
+        if member.top_label and len(p):
+            p = apply_top_label_map(p, member.top_label, member.systems)
         if member.space_groups != self.space_groups:
             p = align_classes(p, member.space_groups, self.space_groups)
         return p, logv

@@ -98,12 +98,13 @@ def test_calibrate_command_writes_a_file_the_predictor_uses(tmp_path, monkeypatc
     from tiny_checkpoint import shared_tiny_checkpoint
     from toy_statistics import toy_statistics
 
-    import inference.calibration as calibration
+    import inference.calibration_sets as calibration_sets
     from inference.calibrate import main
     from inference.predict import Predictor, load_config
+    from inference.top_label import apply_top_label_map, system_index
 
     ckpt = shutil.copytree(shared_tiny_checkpoint(), tmp_path / "step_000060")
-    monkeypatch.setattr(calibration, "load_statistics", lambda which, run_config: toy_statistics())
+    monkeypatch.setattr(calibration_sets, "load_statistics", lambda which, run_config: toy_statistics())
     code = main(["--checkpoint", str(ckpt), "--source", "synthetic", "--n", "80", "--seed", "1", "--json"])
     out = capsys.readouterr().out
     assert code == 0
@@ -124,7 +125,15 @@ def test_calibrate_command_writes_a_file_the_predictor_uses(tmp_path, monkeypatc
     x = np.random.default_rng(0).random((3, predictor.members[0].spec.grid.size)).astype(np.float32)
     logits, _ = raw.member_logits(raw.members[0], x)
     p, _ = predictor.member_outputs(predictor.members[0], x)
-    np.testing.assert_allclose(p, softmax(logits / stored["temperature"]), atol=1e-6)
+    # the temperature, then the top answer's map fitted with it (inference.top_label)
+    assert set(stored["top_label"]) == {"a", "b", "c"}
+    shown = apply_top_label_map(softmax(logits / stored["temperature"]), stored["top_label"],
+                                system_index(predictor.members[0].space_groups))
+    np.testing.assert_allclose(p, shown, atol=1e-6)
+    no_map = Predictor.from_checkpoints([ckpt], load_config())
+    no_map.members[0].top_label = None
+    np.testing.assert_allclose(no_map.member_outputs(no_map.members[0], x)[0], softmax(logits / stored["temperature"]),
+                               atol=1e-6)
 
     # a named simulation whose grid does not fit the model is refused with a clear error
     assert main(["--checkpoint", str(ckpt), "--source", "synthetic", "--n", "4", "--simulation", "imperfections"]) == 2

@@ -144,7 +144,7 @@ def test_crystal_filter_lives_in_the_split_only():
 
 def test_group_option_applies_its_defaults_list(tmp_path, monkeypatch):
     from generator import config as gc
-    from inference.calibration import generator_config
+    from inference.calibration_sets import generator_config
 
     uniform = generator_config("uniform")       # conf/generator/uniform.yaml: defaults [default, _self_]
     default = generator_config("default")

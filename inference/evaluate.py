@@ -257,7 +257,7 @@ def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None
         metrics["refusal"]["source"] = predictor.threshold_source
     metrics = {"set": data.name, "simulation": None if data.patterns is not None else (ev.simulation or "model"),
                "checkpoints": [str(c) for c in checkpoints],
-               "temperatures": predictor.temperatures, **metrics}
+               "temperatures": predictor.temperatures, "top_label_maps": predictor.top_label_maps, **metrics}
     out = EvaluationResult(metrics=metrics, predictions=results, true_space_groups=data.space_groups, ids=list(data.ids))
     if out_dir is not None:
         out.files = write_results(out, out_dir, data.name)

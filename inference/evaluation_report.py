@@ -104,8 +104,10 @@ def format_summary(result: EvaluationResult) -> str:
         source = {"calibration": " (calibrated)", "option": " (given)"}.get(r.get("source", ""), "")
         lines.append(f"  refusal at {r['threshold']:.2f}{source}: {r['kept']} kept, {r['correct_kept']} of them right ({acc})")
         temps = m.get("temperatures") or []
-        if any(abs(t - 1.0) > 1e-12 for t in temps):
-            lines.append("  calibrated: logits divided by temperature " + ", ".join(f"{t:.3f}" for t in temps))
+        maps = [t for t in m.get("top_label_maps") or [] if t]
+        if any(abs(t - 1.0) > 1e-12 for t in temps) or maps:
+            lines.append("  calibrated: logits divided by temperature " + ", ".join(f"{t:.3f}" for t in temps)
+                         + (f", then the top answer's map ({len(maps)} of {len(temps)} models)" if maps else ""))
         if "log_volume_mae" in m:
             lines.append(f"  log-volume MAE {m['log_volume_mae']:.3f}")
     for name, r, t in zip(result.ids, result.predictions, result.true_space_groups):

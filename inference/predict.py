@@ -76,12 +76,15 @@ def format_table(results: Sequence[PatternPrediction], threshold: float) -> str:
 
 
 def to_json(results: Sequence[PatternPrediction], threshold: float, checkpoints: Sequence[str],
-            threshold_source: Optional[str] = None, temperatures: Optional[Sequence[float]] = None) -> str:
+            threshold_source: Optional[str] = None, temperatures: Optional[Sequence[float]] = None,
+            top_label_maps: Optional[Sequence[Optional[dict]]] = None) -> str:
     head: dict[str, Any] = {"refusal_threshold": threshold}
     if threshold_source is not None:
         head["refusal_threshold_source"] = threshold_source
     if temperatures is not None:
         head["temperatures"] = [float(t) for t in temperatures]
+    if top_label_maps is not None:
+        head["top_label_maps"] = list(top_label_maps)
     return json.dumps({**head, "checkpoints": [str(c) for c in checkpoints],
                        "predictions": [r.to_dict() for r in results]}, indent=2)
 
@@ -152,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = predictor.predict_files(args.files)
     threshold = predictor.refusal_threshold
     if args.json:
-        print(to_json(results, threshold, checkpoints, predictor.threshold_source, predictor.temperatures))
+        print(to_json(results, threshold, checkpoints, predictor.threshold_source, predictor.temperatures,
+                      predictor.top_label_maps))
     else:
         print(format_table(results, threshold), end="")
     ok = all(r.ok for r in results)

@@ -150,6 +150,11 @@ class Predictor:
         return [float(m.temperature) for m in self.members]
 
     @property
+    def top_label_maps(self) -> list[Optional[dict]]:
+        """Each member's top-answer map {"a", "b", "c"} (:mod:`inference.top_label`), None where it has none."""
+        return [dict(m.top_label) if m.top_label else None for m in self.members]
+
+    @property
     def device(self) -> torch.device:
         return next(self.members[0].model.parameters()).device
 

@@ -204,6 +204,23 @@ def test_bundled_calibrated_model_is_used_without_checkpoint(checkpoint, tmp_pat
     assert p["top_probability"] == pytest.approx(softmax(logits / 3.0).max(), rel=1e-6)
     assert p["top_probability"] < r.top_probability
 
+    assert payload["top_label_maps"] == [None]
+
+    # with a top answer's map stored, it follows the temperature (inference.top_label)
+    from inference.top_label import apply_top_label_map, system_index
+
+    top_label = {"a": 1.0, "b": 1.0, "c": -1.0}
+    (folder / "calibration.json").write_text(json.dumps({"temperature": 3.0, "refusal_threshold": 0.99,
+                                                          "top_label": top_label}))
+    assert main([str(path), "--json"]) == 0
+    mapped = json.loads(capsys.readouterr().out)
+    assert mapped["top_label_maps"] == [top_label]
+    expected = apply_top_label_map(softmax(logits / 3.0)[None, :], top_label, system_index(raw.space_groups))[0]
+    assert mapped["predictions"][0]["top_probability"] == pytest.approx(expected.max(), rel=1e-6)
+    assert mapped["predictions"][0]["top_probability"] != pytest.approx(p["top_probability"], rel=1e-3)
+    assert mapped["predictions"][0]["candidates"][0]["space_group"] == 225
+    (folder / "calibration.json").write_text(json.dumps({"temperature": 3.0, "refusal_threshold": 0.99}))
+
     # a threshold given on the command line wins over the calibrated one
     assert main([str(path), "--json", "--threshold", "0.1"]) == 0
     payload = json.loads(capsys.readouterr().out)

@@ -83,14 +83,8 @@ def _params(meta) -> Optional[int]:
 def _experiment(info, extra: dict) -> str:
     if extra.get("experiment"):
         return str(extra["experiment"])
-    run = info.run_dir
-    if run is not None and (run / ".hydra" / "overrides.yaml").exists():
-        from omegaconf import OmegaConf
-
-        try:
-            overrides = list(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
-        except Exception:
-            overrides = []
+    overrides = getattr(info, "overrides", None)
+    if overrides is not None:
         exp = [o.split("=", 1)[1] for o in map(str, overrides) if o.lstrip("+").startswith("experiment=")]
         rest = [o for o in map(str, overrides) if not o.lstrip("+").startswith("experiment=")]
         text = f"`+experiment={exp[0]}`" if exp else "none (the defaults of conf/train.yaml)"

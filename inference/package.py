@@ -3,6 +3,7 @@
     python -m inference.package RUN_OR_CHECKPOINT --name NAME [--card-extra FILE.json]
                               [--eval heldout=FILE.json --eval synthetic=FILE.json --eval xred=FILE.json]
                               [--dtype auto|float32|float16] [--max-mb 45] [--force]
+    python -m inference.package --refresh --name NAME [--eval SET=FILE.json ...] [--card-extra FILE.json]
 
 Copies the final weights (weights only: no optimizer or RNG state) and ``meta.json`` of a run or
 checkpoint into ``inference/pretrained/NAME/``, with ``calibration.json`` when the checkpoint has
@@ -13,6 +14,11 @@ evaluation JSON files given (``python -m inference.evaluate --json`` output or i
 Weights are stored as float32 when that stays under ``--max-mb``, else as float16 (``--dtype auto``);
 the loader casts them back to float32. The folder is written next to its destination and moved
 into place, then loaded once to check it.
+
+What the card was rendered from (the run folder's facts, the evaluations, the extra content) is kept
+beside it as ``card_inputs.json``, so ``--refresh`` can render the card again after the bundled
+model is recalibrated (``python -m inference.calibrate --checkpoint inference/pretrained/NAME``) or
+evaluated anew, without the run folder.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import re
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -33,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from inference.calibration import CALIBRATION
 from trainer.checkpoint import META, WEIGHTS, load_meta, resolve
 
+CARD_INPUTS = "card_inputs.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 EVAL_SETS = ("heldout", "synthetic", "xred")
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -51,6 +58,7 @@ class RunInfo:
         last_eval: the last "eval" record of ``metrics.jsonl``.
         wall_time_s: training wall time in seconds (``summary.json``, else the span of the run's files).
         wall_time_source: "summary", "files" or None.
+        overrides: the command-line overrides of the run (``.hydra/overrides.yaml``), or None.
     """
 
     checkpoint: Path
@@ -61,6 +69,7 @@ class RunInfo:
     last_eval: dict = field(default_factory=dict)
     wall_time_s: Optional[float] = None
     wall_time_source: Optional[str] = None
+    overrides: Optional[list[str]] = None
 
 
 def find_run_dir(checkpoint: Path) -> Optional[Path]:
@@ -116,6 +125,13 @@ def run_info(checkpoint: Path) -> RunInfo:
             info.config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=False)
         except Exception as err:
             raise ValueError(f"{run / 'config.yaml'}: cannot be read ({err})") from err
+    if (run / ".hydra" / "overrides.yaml").exists():
+        from omegaconf import OmegaConf
+
+        try:
+            info.overrides = [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
+        except Exception:
+            info.overrides = None   # unreadable: the card says the experiment was not recorded
     if (run / "summary.json").exists():
         try:
             info.summary = json.loads((run / "summary.json").read_text())
@@ -217,9 +233,12 @@ def package(source: str | Path, name: str, dest_root: Optional[Path] = None, eva
         if (checkpoint / CALIBRATION).exists():
             shutil.copyfile(checkpoint / CALIBRATION, tmp / CALIBRATION)
             calibration = json.loads((checkpoint / CALIBRATION).read_text())
+        inputs = {"run": _run_record(info), "evaluations": evaluations or {}, "extra": card_extra or {},
+                  "dtype": stored_dtype, "size_mb": mb}
         (tmp / pretrained.CARD).write_text(render_card(
-            name=name, meta=meta, info=info, evaluations=evaluations or {}, calibration=calibration,
-            extra=card_extra or {}, dtype=stored_dtype, size_mb=mb))
+            name=name, meta=meta, info=info, evaluations=inputs["evaluations"], calibration=calibration,
+            extra=inputs["extra"], dtype=stored_dtype, size_mb=mb))
+        (tmp / CARD_INPUTS).write_text(json.dumps(inputs, indent=1, default=str))
         if check:
             from inference.predict import load_member
 
@@ -237,10 +256,49 @@ def package(source: str | Path, name: str, dest_root: Optional[Path] = None, eva
     return final
 
 
+def _run_record(info: RunInfo) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(info).items()}
+
+
+def refresh_card(name: str, dest_root: Optional[Path] = None, evaluations: Optional[dict] = None,
+                 card_extra: Optional[dict] = None) -> Path:
+    """Render ``MODEL_CARD.md`` of the bundled model ``name`` again from its ``card_inputs.json`` and its
+    current ``calibration.json``; ``evaluations`` replace or add sets, ``card_extra`` keys replace the
+    stored ones. Both files are replaced atomically; returns the card's path."""
+    from inference import pretrained
+    from inference.model_card import render_card
+    from trainer.checkpoint import atomic_write_text
+
+    folder = (Path(dest_root) if dest_root is not None else pretrained.package_root()) / name
+    inputs_path = folder / CARD_INPUTS
+    if not (folder / WEIGHTS).exists():
+        raise FileNotFoundError(f"--refresh: no bundled model {folder}")
+    if not inputs_path.exists():
+        raise FileNotFoundError(f"--refresh: {inputs_path} is missing (the model was bundled before card inputs "
+                                "were kept); package it again from its run folder")
+    inputs = _json_object(inputs_path, str(inputs_path), "a JSON object")
+    run = dict(inputs.get("run") or {})
+    run["checkpoint"] = Path(run.get("checkpoint") or folder)
+    run["run_dir"] = Path(run["run_dir"]) if run.get("run_dir") else None
+    info = RunInfo(**{k: v for k, v in run.items() if k in RunInfo.__dataclass_fields__})
+    inputs["evaluations"] = {**(inputs.get("evaluations") or {}), **(evaluations or {})}
+    inputs["extra"] = {**(inputs.get("extra") or {}), **(card_extra or {})}
+    calibration = json.loads((folder / CALIBRATION).read_text()) if (folder / CALIBRATION).exists() else None
+    card = render_card(name=name, meta=load_meta(folder), info=info, evaluations=inputs["evaluations"],
+                       calibration=calibration, extra=inputs["extra"], dtype=str(inputs.get("dtype", "float32")),
+                       size_mb=float(inputs.get("size_mb", (folder / WEIGHTS).stat().st_size / 2 ** 20)))
+    atomic_write_text(inputs_path, json.dumps(inputs, indent=1, default=str))
+    atomic_write_text(folder / pretrained.CARD, card)
+    return folder / pretrained.CARD
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m inference.package",
                                  description="Bundle a trained checkpoint in inference/pretrained/NAME with a model card.")
-    ap.add_argument("source", help="run folder, checkpoints folder, step directory or latest.json")
+    ap.add_argument("source", nargs="?", help="run folder, checkpoints folder, step directory or latest.json")
+    ap.add_argument("--refresh", action="store_true",
+                    help="render the card of the bundled model NAME again (after calibrating or evaluating it anew) "
+                         "from its card_inputs.json, with --eval and --card-extra added")
     ap.add_argument("--name", required=True, help="folder name under inference/pretrained/")
     ap.add_argument("--card-extra", default=None,
                     help="JSON object with more card content: evaluations {set: metrics}, hardware, wall_time_s, "
@@ -259,6 +317,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = _json_object(Path(args.card_extra), f"--card-extra {args.card_extra}", "a JSON object")
         evaluations = {k: v for k, v in (extra.get("evaluations") or {}).items()}
         evaluations.update(parse_evals(args.eval))
+        if args.refresh:
+            extra.pop("evaluations", None)
+            card = refresh_card(args.name, Path(args.dest) if args.dest else None, evaluations, extra)
+            print(f"refreshed {card}")
+            return 0
+        if not args.source:
+            raise ValueError("give the run folder or checkpoint to package (or --refresh --name NAME)")
         out = package(args.source, args.name, Path(args.dest) if args.dest else None, evaluations, extra,
                       args.dtype, args.max_mb, args.force)
     except (FileNotFoundError, FileExistsError, ValueError) as err:

@@ -97,8 +97,8 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "float32" in out
     model = dest / "tiny"
-    assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "calibration.json", "meta.json",
-                                                       "model.safetensors"]
+    assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "calibration.json", "card_inputs.json",
+                                                       "meta.json", "model.safetensors"]
     card = (model / "MODEL_CARD.md").read_text()
     for text in ("+experiment=parkcnn_medium", "1x H200", "1 h 02 min", "29.4 %", "64.7 %", "58.8 %",
                  "| temperature T | 1.700 |", "12.0 %", "3.0 %", "0.55", "| 0.45 | 80.0 % / 75.0 % | 25.0 % / – |",
@@ -111,6 +111,7 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pretrained, "package_root", lambda: dest)
     assert pretrained.bundled_checkpoints() == [model]
     assert pretrained.bundled_model_card() == card
+
     bundled = Predictor.from_checkpoints(pretrained.checkpoints_or_bundled([]), load_config())
     assert bundled.temperatures == [1.7] and bundled.refusal_threshold == 0.55
 
@@ -130,6 +131,30 @@ def test_package_a_run_with_its_card(tmp_path, monkeypatch, capsys):
     assert main([str(run), "--name", "big", "--dest", str(dest), "--max-mb", "0.001"]) == 2
     assert "more than --max-mb" in capsys.readouterr().err
     assert not (dest / "big").exists() and not list(dest.glob(".*tmp"))
+
+    # recalibrated and evaluated anew, the card renders again without the run folder
+    assert main(["--refresh", "--name", "tiny", "--dest", str(dest)]) == 0
+    assert (model / "MODEL_CARD.md").read_text() == card      # the same inputs: the same card
+    shutil.rmtree(run)
+    calibration = json.loads((model / "calibration.json").read_text())
+    calibration.update(temperature=2.25, top_label={"a": 1.1, "b": 0.5, "c": -0.2}, ece_temperature=0.05)
+    (model / "calibration.json").write_text(json.dumps(calibration))
+    heldout = tmp_path / "heldout.json"
+    heldout.write_text(json.dumps({"n": 1796, "n_answered": 1796, "top1": 0.315, "top5": 0.665,
+                                   "crystal_system_accuracy": 0.633}))
+    assert main(["--refresh", "--name", "tiny", "--dest", str(dest), "--eval", f"heldout={heldout}"]) == 0
+    refreshed = (model / "MODEL_CARD.md").read_text()
+    for text in ("| temperature T | 2.250 |", "| top answer's map a / b / c | 1.100 / 0.500 / -0.200 |",
+                 "| held-out structure types (simulated) | 1796 | 31.5 % | 66.5 % | 63.3 %", "1x H200", "1 h 02 min",
+                 "+experiment=parkcnn_medium", "| measured patterns (xred) | 17 | 29.4 %", "1,920"):
+        assert text in refreshed, text
+    assert "| temperature T | 1.700 |" not in refreshed
+    assert main(["--refresh", "--name", "nothing", "--dest", str(dest)]) == 2
+    assert "no bundled model" in capsys.readouterr().err
+    (model / "card_inputs.json").rename(tmp_path / "card_inputs.json")
+    assert main(["--refresh", "--name", "tiny", "--dest", str(dest)]) == 2
+    assert "card_inputs.json is missing" in capsys.readouterr().err
+    (tmp_path / "card_inputs.json").rename(model / "card_inputs.json")
 
 
 def test_card_says_when_the_weights_are_a_moving_average(tmp_path):

@@ -5,8 +5,9 @@ reads plus its documentation::
 
     model.safetensors   weights only (no optimizer state)
     meta.json           CheckpointMeta: classes, model and simulation config, run config
-    calibration.json    temperature and refusal threshold (optional, see inference.calibration)
+    calibration.json    temperature, top-answer map and refusal threshold (optional, see inference.calibration)
     MODEL_CARD.md       recipe, training, accuracy and calibration figures
+    card_inputs.json    what the card was rendered from (``inference.package --refresh`` renders it again)
 
 ``python -m inference.package RUN --name NAME`` writes such a folder. ``inference.predict`` and
 ``inference.evaluate`` use every bundled model (several form an ensemble) when no ``--checkpoint``

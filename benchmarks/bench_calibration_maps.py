@@ -16,6 +16,11 @@ Per map it prints the top-label ECE (15 bins; patterns outside the classes count
 the summed crystal system, the top-1 of all patterns (the maps that spread over all classes can change
 it), and the largest probability shown. The maps are fitted on all the fitting patterns, outside the
 classes counted wrong; the temperature on those in the classes.
+
+Last, scores to refuse by, on all ``n`` patterns at the temperature of the first split: the share of
+patterns that can be kept with the kept ones ``--target`` right (at least 20 kept), and the area under
+the risk-coverage curve (lower is better), for the top probability (what ships), the margin and the
+ratio of the two largest, the entropy, the largest logit and the largest crystal-system sum.
 """
 from __future__ import annotations
 
@@ -52,6 +57,8 @@ def main() -> None:
     ap.add_argument("--fit", type=int, default=2000, help="of them, fitted on; the rest scored")
     ap.add_argument("--splits", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target", type=float, nargs="+", default=[0.5, 0.6, 0.7],
+                    help="accuracies of the kept patterns for the refusal scores")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -103,6 +110,30 @@ def main() -> None:
         for name, p in maps.items():
             ece, ece_system, top1, top = scores(p, y[test])
             print(f"  {name:38s} {100 * ece:7.1f}% {100 * ece_system:10.1f}% {100 * top1:9.1f}% {top:10.2f}")
+        if split == 0:
+            temperature = t
+    refusal_scores(z, y, temperature, one_hot, args.target)
+
+
+def refusal_scores(z: np.ndarray, y: np.ndarray, temperature: float, one_hot: np.ndarray,
+                   targets: list[float]) -> None:
+    """Coverage at each target accuracy and the risk-coverage area of several scores to refuse by."""
+    from inference.ensemble import softmax
+
+    p = softmax(z / temperature)
+    right = p.argmax(axis=1) == y
+    ordered = np.sort(p, axis=1)
+    candidates = {"top probability": ordered[:, -1], "margin of the two largest": ordered[:, -1] - ordered[:, -2],
+                  "ratio of the two largest": ordered[:, -1] / ordered[:, -2],
+                  "negative entropy": (p * np.log(p + 1e-300)).sum(axis=1), "largest logit": z.max(axis=1),
+                  "largest crystal-system sum": (p @ one_hot).max(axis=1)}
+    print(f"refusal scores on all {len(y)} patterns (T {temperature:.3f}): coverage at "
+          + ", ".join(f"{100 * t:.0f} %" for t in targets) + " right, and the risk-coverage area")
+    kept = np.arange(1, len(y) + 1)
+    for name, score in candidates.items():
+        accuracy = np.cumsum(right[np.argsort(-score, kind="stable")]) / kept
+        coverage = [float(kept[(accuracy >= t) & (kept >= 20)].max(initial=0)) / len(y) for t in targets]
+        print(f"  {name:38s} " + " ".join(f"{100 * c:6.1f}%" for c in coverage) + f"   {1 - accuracy.mean():.3f}")
 
 
 if __name__ == "__main__":

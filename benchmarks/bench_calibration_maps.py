@@ -74,7 +74,8 @@ def main() -> None:
     model, meta = load_for_inference(path)
     simulation, _ = simulation_config(None, meta)
     classes = [int(s) for s in meta.space_groups]
-    z, y, _ = heldout_logits(model, classes, meta.config, simulation, args.n, args.seed, 2000, 0)
+    sets = heldout_logits(model, classes, meta.config, simulation, args.n, args.seed, 2000, 0)
+    z, y = sets.logits, sets.labels
     systems = system_index(classes)
     one_hot = np.eye(systems.max() + 1)[systems]
 

@@ -2,6 +2,7 @@
 
     python -m inference.calibrate --checkpoint RUN [RUN...] [--simulation NAME] [--n 2000] [--seed 0]
                                 [--source synthetic|heldout] [--target-accuracy 0.8] [--no-top-label]
+                                [--crystal-system-target-accuracy 0.8]
                                 [--json] [--dry-run]
 
 ``--source heldout`` fits on real crystals of the structure types the model never saw, outside the
@@ -28,7 +29,7 @@ def format_result(name: str, c: Calibration, path) -> str:
     what = "held-out crystals' patterns" if c.source == "heldout" else "synthetic patterns"
     lines = [
         f"{name}: {c.n} {what} (simulation: {c.simulation}, statistics: {c.statistics}, seed {c.seed})"
-        + (f", {c.n_out_of_scope} outside the model's classes left out" if c.n_out_of_scope else ""),
+        + (f", {c.n_out_of_scope} outside the model's classes (out of the temperature fit, wrong elsewhere)" if c.n_out_of_scope else ""),
         f"  top-1 accuracy {100 * c.accuracy:.1f} %",
         f"  temperature {c.temperature:.3f}; NLL {c.nll_before:.3f} -> {c.nll_after:.3f}",
         (f"  top answer's map a {c.top_label['a']:.3f}, b {c.top_label['b']:.3f}, c {c.top_label['c']:.3f}"
@@ -39,6 +40,10 @@ def format_result(name: str, c: Calibration, path) -> str:
         f"  refusal threshold {c.refusal_threshold:.2f}: keeps {100 * c.coverage_at_threshold:.1f} %, "
         f"accuracy {acc} (target {100 * c.target_accuracy:.0f} %"
         + ("" if c.target_reached else ", never reached: configured default stored") + ")",
+        (f"  crystal-system threshold {c.crystal_system_threshold:.2f}: keeps "
+         f"{100 * c.crystal_system_kept['coverage']:.1f} %, accuracy {100 * c.crystal_system_kept['accuracy']:.1f} % "
+         f"(target {100 * c.crystal_system_target_accuracy:.0f} %)" if c.crystal_system_threshold is not None
+         else f"  crystal-system target {100 * c.crystal_system_target_accuracy:.0f} % never reached: none stored"),
     ]
     lines.append(f"  written to {path}" if path is not None else "  not written (--dry-run)")
     return "\n".join(lines)
@@ -74,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"... and --seed THIS (default {cal.heldout_exclude_seed})")
     ap.add_argument("--target-accuracy", type=float, default=cal.target_accuracy,
                     help=f"accuracy of the kept patterns the refusal threshold is chosen for (default {cal.target_accuracy})")
+    ap.add_argument("--crystal-system-target-accuracy", type=float, default=cal.crystal_system_target_accuracy,
+                    help="accuracy of the crystal systems kept at the crystal-system threshold "
+                         f"(default {cal.crystal_system_target_accuracy})")
     ap.add_argument("--top-label", action=argparse.BooleanOptionalAction, default=cal.top_label,
                     help="also fit the top answer's map after the temperature (default %(default)s)")
     ap.add_argument("--device", default=cfg.device)
@@ -86,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cal.target_accuracy = args.target_accuracy
     cal.source, cal.heldout_exclude_limit = args.source, args.heldout_exclude_limit
     cal.heldout_exclude_seed, cal.top_label = args.heldout_exclude_seed, args.top_label
+    cal.crystal_system_target_accuracy = args.crystal_system_target_accuracy
     results = {}
     for checkpoint in args.checkpoint:
         try:

@@ -70,6 +70,8 @@ class CalibrationConfig:
         temperature_bounds: [lowest, highest] temperature searched.
         top_label: also fit the top answer's own map (:mod:`inference.top_label`) on the temperature-scaled
             probabilities; its loss or gain of probability stays inside its crystal system.
+        crystal_system_target_accuracy: accuracy the crystal systems kept at the crystal-system threshold
+            (on the summed probabilities) must reach, in (0, 1].
         batch_size: patterns simulated and passed through the model at a time.
     """
 
@@ -89,6 +91,7 @@ class CalibrationConfig:
     bins: int = 15
     temperature_bounds: list[float] = field(default_factory=lambda: [0.05, 20.0])
     top_label: bool = True
+    crystal_system_target_accuracy: float = 0.8
     batch_size: int = 128
 
     def validate(self) -> None:
@@ -96,6 +99,9 @@ class CalibrationConfig:
             raise ValueError(f"calibration.n must be at least 1, got {self.n}")
         if not 0.0 < self.target_accuracy <= 1.0:
             raise ValueError(f"calibration.target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if not 0.0 < self.crystal_system_target_accuracy <= 1.0:
+            raise ValueError(f"calibration.crystal_system_target_accuracy must be in (0, 1], "
+                             f"got {self.crystal_system_target_accuracy}")
         if not 0.0 < self.threshold_step <= 1.0:
             raise ValueError(f"calibration.threshold_step must be in (0, 1], got {self.threshold_step}")
         if self.default_threshold is not None and not 0.0 <= self.default_threshold <= 1.0:
@@ -194,6 +200,9 @@ class Calibration:
             probabilities (fractions; patterns outside the classes count as wrong).
         ece_temperature: the same with the temperature alone.
         refusal_threshold: refuse when the (calibrated) top probability is below this.
+        crystal_system_threshold: the same for the most probable crystal system's summed probability
+            (chosen for ``crystal_system_target_accuracy``); None when the target was never reached.
+        crystal_system_kept: {"coverage", "accuracy"} of the crystal systems at that threshold.
         n: patterns used (those whose space group the model classifies).
         simulation: "checkpoint" (the model's own simulation config) or the conf/simulation name.
         source: "synthetic" (fresh synthetic crystals) or "heldout" (held-out real crystals).
@@ -220,6 +229,9 @@ class Calibration:
     source: str = "synthetic"
     top_label: dict = field(default_factory=dict)
     ece_temperature: float = float("nan")
+    crystal_system_threshold: Optional[float] = None
+    crystal_system_target_accuracy: float = 0.8
+    crystal_system_kept: dict = field(default_factory=dict)
     nll_before: float = float("nan")
     nll_after: float = float("nan")
     accuracy: float = float("nan")
@@ -261,12 +273,14 @@ def _finite(obj: Any) -> Any:
 
 def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationConfig | None = None,
                      default_threshold: float = 0.45, simulation: str = "checkpoint",
-                     space_groups: Optional[list[int]] = None) -> Calibration:
+                     space_groups: Optional[list[int]] = None,
+                     true_space_groups: Optional[np.ndarray] = None) -> Calibration:
     """Fit T on the (B, C) logits whose (B,) labels are classes (-1: outside the classes), then, with
     ``cfg.top_label`` and the class list ``space_groups``, the top answer's map on all B patterns; measure
     the ECE before and after and choose the refusal threshold on the calibrated probabilities (patterns
     outside the classes count as wrong). ``space_groups`` also adds the crystal-system accuracy to the
-    synthetic figures."""
+    synthetic figures and, with the (B,) ``true_space_groups`` of all patterns (else only those in the
+    classes count), the crystal-system refusal threshold."""
     from inference.ensemble import coverage_accuracy, softmax
     from inference.top_label import apply_top_label_map, fit_top_label_map, system_index
 
@@ -301,8 +315,16 @@ def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationCon
         systems = [crystal_system(int(s)) for s in space_groups]
         pred = z.argmax(axis=1)
         synthetic["crystal_system_accuracy"] = float(np.mean([systems[a] == systems[b] for a, b in zip(pred, y)]))
+    system_threshold, system_kept = None, {}
+    if space_groups is not None:
+        from inference.top_label import crystal_system_threshold
+
+        truth = (np.asarray(true_space_groups, np.int64) if true_space_groups is not None
+                 else np.where(inside, np.asarray(space_groups)[np.maximum(y_all, 0)], 0))
+        system_threshold, system_kept = crystal_system_threshold(after, space_groups, truth, cfg)
     return Calibration(
-        temperature=t, top_label=top_label, ece_before=expected_calibration_error(softmax(z_all), y_all, cfg.bins),
+        temperature=t, top_label=top_label, crystal_system_threshold=system_threshold,
+        crystal_system_target_accuracy=float(cfg.crystal_system_target_accuracy), crystal_system_kept=system_kept, ece_before=expected_calibration_error(softmax(z_all), y_all, cfg.bins),
         ece_temperature=expected_calibration_error(scaled, y_all, cfg.bins),
         ece_after=expected_calibration_error(after, y_all, cfg.bins), refusal_threshold=threshold, n=int(len(y)),
         simulation=simulation, nll_before=negative_log_likelihood(z, y), nll_after=negative_log_likelihood(z, y, t),
@@ -330,8 +352,9 @@ def load_calibration(checkpoint: str | Path) -> Optional[dict]:
         raise ValueError(f"{path}: not a calibration file ({err})") from err
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"{path}: temperature must be a positive number, got {data['temperature']!r}")
-    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"{path}: refusal_threshold must be in [0, 1], got {threshold!r}")
+    for key, value in (("refusal_threshold", threshold), ("crystal_system_threshold", data.get("crystal_system_threshold"))):
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
+            raise ValueError(f"{path}: {key} must be in [0, 1], got {value!r}")
     data["top_label"] = check_top_label_map(data.get("top_label"), str(path)) or {}
     data["path"] = str(path)
     return data
@@ -357,8 +380,8 @@ def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None =
     classes = [int(s) for s in meta.space_groups]
     excluded = {}
     if cfg.source == "heldout":
-        logits, labels, _ = calibration_sets.heldout_logits(model, classes, meta.config, simulation, cfg.n, cfg.seed,
-                                           cfg.heldout_exclude_limit, cfg.heldout_exclude_seed, cfg.batch_size)
+        sets = calibration_sets.heldout_logits(model, classes, meta.config, simulation, cfg.n, cfg.seed,
+                                               cfg.heldout_exclude_limit, cfg.heldout_exclude_seed, cfg.batch_size)
         stats_label = "run split, held-out side"
         excluded = {"limit": cfg.heldout_exclude_limit, "seed": cfg.heldout_exclude_seed}
     else:
@@ -366,10 +389,9 @@ def calibrate_checkpoint(checkpoint: str | Path, cfg: CalibrationConfig | None =
         if statistics is None:
             statistics = calibration_sets.load_statistics(cfg.statistics, meta.config)
             stats_label = cfg.statistics
-        logits, labels = calibration_sets.synthetic_logits(model, classes, statistics, simulation, cfg.n, cfg.seed,
-                                                           calibration_sets.generator_config(cfg.generator),
-                                                           cfg.batch_size)
-    result = calibrate_logits(logits, labels, cfg, default_threshold, label, classes)
+        sets = calibration_sets.synthetic_logits(model, classes, statistics, simulation, cfg.n, cfg.seed,
+                                                 calibration_sets.generator_config(cfg.generator), cfg.batch_size)
+    result = calibrate_logits(sets.logits, sets.labels, cfg, default_threshold, label, classes, sets.space_groups)
     result.statistics, result.step, result.source, result.excluded = stats_label, int(meta.step), cfg.source, excluded
     path = result.save(directory) if write else None
     return result, path

@@ -14,11 +14,29 @@ takes; :func:`synthetic_logits` does the same for fresh synthetic crystals (``so
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelledLogits:
+    """A model's logits on calibration patterns and what the patterns are.
+
+    Attributes:
+        logits: (B, C) float64 raw logits over the model's classes.
+        labels: (B,) class indices into the model's classes; -1 for a space group outside them.
+        space_groups: (B,) the true space-group numbers (outside the classes too).
+        ids: the database ids of held-out crystals (empty for synthetic ones).
+    """
+
+    logits: np.ndarray
+    labels: np.ndarray
+    space_groups: np.ndarray
+    ids: list[str] = field(default_factory=list)
 
 
 def heldout_calibration_ids(test_ids: Sequence[str], n: int, seed: int, exclude_limit: Optional[int],
@@ -50,11 +68,11 @@ def model_logits(model, x: np.ndarray) -> np.ndarray:
 
 def heldout_logits(model, space_groups: list[int], run_config: Optional[dict], simulation, n: int, seed: int = 0,
                    exclude_limit: Optional[int] = 2000, exclude_seed: int = 0,
-                   batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                   batch_size: int = 128) -> LabelledLogits:
     """Logits (m, C) of ``model`` on ``n`` held-out crystals of the checkpoint's split (``run_config``;
     None: the default database and split), simulated with ``simulation`` (a representation or its
-    config), their class indices (m,) into ``space_groups`` (spglib labels; -1 outside the classes)
-    and their ids; m <= n: crystals that fail to simulate are left out (and logged)."""
+    config), with their class indices (m,) into ``space_groups`` (spglib labels; -1 outside the
+    classes), space groups and ids; m <= n: crystals that fail to simulate are left out (and logged)."""
     from evaluation.simulate import simulate_crystals
     from generator.pipeline import prepare_data
     from simulator import make_representation
@@ -65,21 +83,22 @@ def heldout_logits(model, space_groups: list[int], run_config: Optional[dict], s
     pattern_seed, impurity_seed = np.random.SeedSequence([int(seed), 0x43414C, 1]).spawn(2)
     rng, impurity_rng = np.random.default_rng(pattern_seed), np.random.default_rng(impurity_seed)
     index = {int(s): i for i, s in enumerate(space_groups)}
-    logits, labels, kept = [], [], []
+    logits, groups, kept = [], [], []
     for start in range(0, len(ids), batch_size):
         chunk = ids[start:start + batch_size]
         records = [prepared.database[i] for i in chunk]
         x, ok = simulate_crystals([r.to_crystal() for r in records], sim, rng, "float32", impurity_rng=impurity_rng)
         if ok.any():
             logits.append(model_logits(model, x[ok]))
-            labels += [index.get(int(r.space_group), -1) for r, good in zip(records, ok) if good]
+            groups += [int(r.space_group) for r, good in zip(records, ok) if good]
             kept += [i for i, good in zip(chunk, ok) if good]
         if (~ok).any():
             log.warning("calibration: %d held-out crystals failed to simulate and are left out", int((~ok).sum()))
         log.info("calibration patterns: %d of %d held-out crystals", start + len(chunk), len(ids))
     if not logits:
         raise ValueError("no held-out calibration crystal could be simulated")
-    return np.concatenate(logits), np.asarray(labels, np.int64), kept
+    return LabelledLogits(np.concatenate(logits), np.asarray([index.get(g, -1) for g in groups], np.int64),
+                          np.asarray(groups, np.int64), kept)
 
 def load_statistics(which: str, run_config: dict):
     """Generation statistics: the default database and split, or the checkpoint's run config."""
@@ -102,9 +121,9 @@ def generator_config(name: str):
 
 
 def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: int, seed: int = 0,
-                     generator_cfg=None, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """(n, C) float64 logits of ``model`` on ``n`` fresh synthetic patterns and their (n,) class
-    indices into ``space_groups`` (-1 for space groups the model does not classify)."""
+                     generator_cfg=None, batch_size: int = 128) -> LabelledLogits:
+    """(n, C) float64 logits of ``model`` on ``n`` fresh synthetic patterns with their (n,) class
+    indices into ``space_groups`` (-1 for space groups the model does not classify) and space groups."""
     from generator import CrystalSampler
     from simulator import make_representation
 
@@ -114,12 +133,13 @@ def synthetic_logits(model, space_groups: list[int], statistics, simulation, n: 
     sim = make_representation(simulation)   # a 2-theta, 1/d or G(r) representation, or its config
     rng = np.random.default_rng(pattern_seed)
     index = {int(s): i for i, s in enumerate(space_groups)}
-    logits, labels = [], []
+    logits, groups = [], []
     done = 0
     while done < n:
         crystals = sampler.sample_many(min(batch_size, n - done))
         logits.append(model_logits(model, sim.patterns(crystals, rng)))
-        labels += [index.get(int(c.space_group), -1) for c in crystals]
+        groups += [int(c.space_group) for c in crystals]
         done += len(crystals)
         log.info("calibration patterns: %d of %d", done, n)
-    return np.concatenate(logits), np.asarray(labels, np.int64)
+    return LabelledLogits(np.concatenate(logits), np.asarray([index.get(g, -1) for g in groups], np.int64),
+                          np.asarray(groups, np.int64))

@@ -40,6 +40,7 @@ class InferenceConfig:
     wavelength: Optional[float] = None
     top_k: int = 5
     refusal_threshold: float = 0.45
+    crystal_system_threshold: Optional[float] = None
     device: str = "cpu"
     batch_size: int = 32
     pattern: PatternConfig = field(default_factory=PatternConfig)
@@ -61,6 +62,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         raise ValueError(f"{path}: invalid inference config: {err}") from err
     if not 0.0 <= cfg.refusal_threshold <= 1.0:
         raise ValueError(f"refusal_threshold must be in [0, 1], got {cfg.refusal_threshold}")
+    if cfg.crystal_system_threshold is not None and not 0.0 <= cfg.crystal_system_threshold <= 1.0:
+        raise ValueError(f"crystal_system_threshold must be in [0, 1] or null, got {cfg.crystal_system_threshold}")
     if cfg.top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {cfg.top_k}")
     try:

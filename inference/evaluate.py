@@ -244,6 +244,21 @@ def evaluate_predictions(results: Sequence[PatternPrediction], true_space_groups
     return out
 
 
+def crystal_system_refusal(results: Sequence[PatternPrediction], true_space_groups: Sequence[int],
+                           threshold: Optional[float]) -> Optional[dict]:
+    """The crystal-system answers kept at the crystal-system threshold (the predictor's
+    ``crystal_system_refused`` flags) over the answered items, out-of-scope ones included (their crystal
+    system is known): {"threshold", "kept", "coverage", "accuracy_kept", "correct_kept"}; None
+    without a threshold."""
+    if threshold is None:
+        return None
+    rows = [(r, int(t)) for r, t in zip(results, true_space_groups)
+            if r.ok and int(t) > 0 and r.crystal_system_refused is not None]
+    kept = [r.crystal_systems[0].crystal_system == crystal_system(t) for r, t in rows if not r.crystal_system_refused]
+    return {"threshold": float(threshold), "kept": len(kept), "coverage": len(kept) / len(rows) if rows else float("nan"),
+            "accuracy_kept": float(np.mean(kept)) if kept else None, "correct_kept": int(sum(kept))}
+
+
 def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None = None,
              cfg: InferenceConfig | None = None, wavelength: Optional[float] = None,
              checkpoints: Sequence[str] = ()) -> EvaluationResult:
@@ -255,6 +270,8 @@ def evaluate(predictor: Predictor, data: LabelledSet, out_dir: str | Path | None
                                    predictor.refusal_threshold, data.log_volumes)
     if "refusal" in metrics:
         metrics["refusal"]["source"] = predictor.threshold_source
+    metrics["crystal_system_refusal"] = crystal_system_refusal(results, data.space_groups,
+                                                               predictor.crystal_system_threshold)
     metrics = {"set": data.name, "simulation": None if data.patterns is not None else (ev.simulation or "model"),
                "checkpoints": [str(c) for c in checkpoints],
                "temperatures": predictor.temperatures, "top_label_maps": predictor.top_label_maps, **metrics}

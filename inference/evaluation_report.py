@@ -103,6 +103,11 @@ def format_summary(result: EvaluationResult) -> str:
         acc = "n/a" if r["accuracy_kept"] is None else f"{100 * r['accuracy_kept']:.1f} %"
         source = {"calibration": " (calibrated)", "option": " (given)"}.get(r.get("source", ""), "")
         lines.append(f"  refusal at {r['threshold']:.2f}{source}: {r['kept']} kept, {r['correct_kept']} of them right ({acc})")
+        s = m.get("crystal_system_refusal")
+        if s:
+            acc_s = "n/a" if s["accuracy_kept"] is None else f"{100 * s['accuracy_kept']:.1f} %"
+            lines.append(f"  crystal system answered at {s['threshold']:.2f}: {s['kept']} kept, {s['correct_kept']} of "
+                         f"them right ({acc_s})")
         temps = m.get("temperatures") or []
         maps = [t for t in m.get("top_label_maps") or [] if t]
         if any(abs(t - 1.0) > 1e-12 for t in temps) or maps:

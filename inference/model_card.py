@@ -293,6 +293,12 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
             f"| {_pct(calibration.get('coverage_at_threshold'))} / "
             f"{_pct(calibration.get('accuracy_at_threshold'))} |",
         ]
+        if calibration.get("crystal_system_threshold") is not None:
+            kept = calibration.get("crystal_system_kept") or {}
+            lines.append(f"| crystal-system threshold (summed probability; target accuracy "
+                         f"{_pct(calibration.get('crystal_system_target_accuracy'))}): kept / accuracy | "
+                         f"{_num(calibration['crystal_system_threshold'], '{:.2f}')}: {_pct(kept.get('coverage'))} / "
+                         f"{_pct(kept.get('accuracy'))} |")
     else:
         lines.append("Not calibrated (no `calibration.json`): probabilities are the raw softmax and the refusal "
                      "threshold is the configured default. Run `python -m inference.calibrate --checkpoint RUN`.")

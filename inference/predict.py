@@ -47,8 +47,9 @@ __all__ = ["CONF_DIR", "DEFAULT_CONFIG", "Candidate", "EvaluateConfig", "Inferen
 # ----------------------------------------------------------------------------------------- output
 
 
-def format_table(results: Sequence[PatternPrediction], threshold: float) -> str:
-    """Human-readable report of predictions."""
+def format_table(results: Sequence[PatternPrediction], threshold: float,
+                 system_threshold: Optional[float] = None) -> str:
+    """Human-readable report of predictions (``system_threshold``: the crystal-system refusal threshold)."""
     lines: list[str] = []
     for r in results:
         if not r.ok:
@@ -71,14 +72,20 @@ def format_table(results: Sequence[PatternPrediction], threshold: float) -> str:
         if r.refused:
             lines.append(f"  REFUSED: top probability {r.top_probability:.3f} is below the threshold {threshold:.2f}; "
                          "treat the space groups as a guess (the crystal-system line sums their probabilities)")
+            if r.crystal_system_refused is not None and system_threshold is not None:
+                best = r.crystal_systems[0]
+                lines.append(f"  crystal system {best.crystal_system} ({best.probability:.3f}) is "
+                             + (f"below its threshold {system_threshold:.2f}: a guess too" if r.crystal_system_refused
+                                else f"at or above its threshold {system_threshold:.2f}: answered"))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
 def to_json(results: Sequence[PatternPrediction], threshold: float, checkpoints: Sequence[str],
             threshold_source: Optional[str] = None, temperatures: Optional[Sequence[float]] = None,
-            top_label_maps: Optional[Sequence[Optional[dict]]] = None) -> str:
-    head: dict[str, Any] = {"refusal_threshold": threshold}
+            top_label_maps: Optional[Sequence[Optional[dict]]] = None,
+            system_threshold: Optional[float] = None) -> str:
+    head: dict[str, Any] = {"refusal_threshold": threshold, "crystal_system_threshold": system_threshold}
     if threshold_source is not None:
         head["refusal_threshold_source"] = threshold_source
     if temperatures is not None:
@@ -136,8 +143,14 @@ def write_plots(results: Sequence[PatternPrediction], predictor: Predictor, fold
     for r, name in zip(answered, plot_names([r.source for r in answered])):
         candidates = [(f"{c.space_group} {c.symbol} ({c.crystal_system})", c.probability) for c in r.candidates]
         title = f"{Path(*Path(r.source).parts[-2:])}: coverage {r.coverage:.0%}, λ {r.wavelength:.4f} Å"
+        system = ""
+        if r.crystal_system_refused is not None and r.crystal_systems:
+            best = r.crystal_systems[0]
+            system = (f"{best.crystal_system} {best.probability:.0%}, "
+                      + ("a guess too" if r.crystal_system_refused else "answered"))
         written.append(str(plot_prediction(spec.grid, spec.axis, r.model_input.values, r.model_input.mask,
-                                           candidates, predictor.refusal_threshold, Path(folder) / name, title)))
+                                           candidates, predictor.refusal_threshold, Path(folder) / name, title,
+                                           system)))
     return written
 
 
@@ -156,9 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     threshold = predictor.refusal_threshold
     if args.json:
         print(to_json(results, threshold, checkpoints, predictor.threshold_source, predictor.temperatures,
-                      predictor.top_label_maps))
+                      predictor.top_label_maps, predictor.crystal_system_threshold))
     else:
-        print(format_table(results, threshold), end="")
+        print(format_table(results, threshold, predictor.crystal_system_threshold), end="")
     ok = all(r.ok for r in results)
     if args.plot:
         try:

@@ -54,6 +54,8 @@ class PatternPrediction:
             most probable first (empty when ``error`` is set).
         top_probability: ensemble probability of the first candidate.
         refused: True when ``top_probability`` is below the refusal threshold.
+        crystal_system_refused: True when the most probable crystal system's summed probability is below
+            the crystal-system threshold, False when it reaches it, None when there is no such threshold.
         agreement: members whose own top-1 is the ensemble's top-1.
         n_members: members in the ensemble.
         volume: predicted cell volume, A^3 (geometric mean over members with a volume head), or None.
@@ -71,6 +73,7 @@ class PatternPrediction:
     crystal_systems: list[CrystalSystemProbability] = field(default_factory=list)
     top_probability: Optional[float] = None
     refused: bool = False
+    crystal_system_refused: Optional[bool] = None
     agreement: int = 0
     n_members: int = 0
     volume: Optional[float] = None
@@ -127,6 +130,15 @@ class Predictor:
         if not values or any(v is None for v in values):
             return None
         return float(np.mean([float(v) for v in values]))
+
+    @property
+    def crystal_system_threshold(self) -> Optional[float]:
+        """The crystal-system refusal threshold of the members' calibration files (their mean), else the
+        config's ``crystal_system_threshold`` (None: the crystal-system answer is not judged)."""
+        values = [m.calibration.get("crystal_system_threshold") if m.calibration else None for m in self.members]
+        if values and all(v is not None for v in values):
+            return float(np.mean([float(v) for v in values]))
+        return self.cfg.crystal_system_threshold
 
     @property
     def threshold_source(self) -> str:
@@ -274,6 +286,9 @@ class Predictor:
                                   for system, p in crystal_system_probabilities(probs, self.space_groups)]
         result.top_probability = float(val[0, 0])
         result.refused = bool(refused(probs[None, :], self.refusal_threshold)[0])
+        system_threshold = self.crystal_system_threshold
+        if system_threshold is not None and result.crystal_systems:
+            result.crystal_system_refused = bool(result.crystal_systems[0].probability < system_threshold)
         result.agreement = int(ens.agreement[j])
         result.n_members = ens.n_members
         if ens.log_volume is not None:

@@ -118,10 +118,11 @@ AXIS_LABELS = {"two_theta": "2θ (deg)", "inverse_d": "1/d (1/Å)", "r": "r (Å)
 
 def plot_prediction(grid: np.ndarray, axis: str, values: np.ndarray, mask: np.ndarray,
                     candidates: Sequence[tuple[str, float]], threshold: float, path: str | Path,
-                    title: str = "") -> Path:
+                    title: str = "", crystal_system: str = "") -> Path:
     """One pattern's answer at a glance: the input as the model reads it (``values`` on ``grid``, the part
     the scan does not cover shaded) beside the candidates' probabilities (``(label, probability)``, most
-    probable first) with the refusal threshold marked."""
+    probable first) with the refusal threshold marked; ``crystal_system`` (e.g. "orthorhombic 86 %,
+    answered") is added to the verdict when the space group is refused."""
     plt = _pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2.4, 1]})
     grid, values, mask = np.asarray(grid, float), np.asarray(values, float), np.asarray(mask, bool)
@@ -144,5 +145,8 @@ def plot_prediction(grid: np.ndarray, axis: str, values: np.ndarray, mask: np.nd
     bx.set_xlim(0, 100)
     bx.set_xlabel("probability (%)")
     bx.legend(loc="lower right", fontsize=8)
-    bx.set_title("refused: a guess" if probs and probs[-1] < 100 * threshold else "answered", fontsize=10)
+    refused = bool(probs) and probs[-1] < 100 * threshold
+    verdict = "answered" if not refused else ("space group refused; crystal system\n" + crystal_system if crystal_system
+                                               else "refused: a guess")
+    bx.set_title(verdict, fontsize=10)
     return _save(fig, path)

@@ -14,7 +14,9 @@ other space groups of *its crystal system*, in proportion to theirs, so the crys
 the top answer stays on top (its new probability is held at or above every other class's).
 
 The map is stored in ``calibration.json`` as ``"top_label": {"a": .., "b": .., "c": ..}`` and applied to
-each ensemble member's temperature-scaled probabilities (:mod:`inference.predictor`).
+each ensemble member's temperature-scaled probabilities (:mod:`inference.predictor`). Beside it,
+:func:`crystal_system_threshold` chooses when the crystal-system answer (the summed probabilities,
+which the map leaves alone) is reliable enough to give when the space group is refused.
 """
 from __future__ import annotations
 
@@ -79,11 +81,9 @@ def check_top_label_map(params: Optional[Mapping], where: str) -> Optional[dict]
 
 def system_index(space_groups: Sequence[int]) -> np.ndarray:
     """(C,) integer crystal system of each class (the same integer: the same crystal system)."""
-    from generator.symmetry import crystal_system
+    from inference.space_groups import crystal_system_membership
 
-    names = [crystal_system(int(s)) for s in space_groups]
-    order = {n: i for i, n in enumerate(dict.fromkeys(names))}
-    return np.asarray([order[n] for n in names], np.int64)
+    return crystal_system_membership(space_groups).argmax(axis=1)
 
 
 def apply_top_label_map(probabilities: np.ndarray, params: Optional[Mapping[str, float]],
@@ -117,3 +117,29 @@ def apply_top_label_map(probabilities: np.ndarray, params: Optional[Mapping[str,
     p = np.where(same, p * scale[:, None], p)
     p[rows, top] = q
     return p
+
+
+def crystal_system_threshold(probabilities: np.ndarray, space_groups: Sequence[int], true_space_groups: np.ndarray,
+                             cfg) -> tuple[Optional[float], dict]:
+    """The refusal threshold of the crystal-system answer: the smallest summed probability of the most
+    probable crystal system at which the kept patterns' crystal systems reach
+    ``cfg.crystal_system_target_accuracy`` (``cfg``: :class:`inference.calibration.CalibrationConfig`).
+    probabilities (B, C) over ``space_groups``; true_space_groups (B,) numbers, 0 where unknown (left
+    out). Returns (threshold, {"coverage", "accuracy", "n"}), or (None, {}) when the target is never reached.
+    A pattern whose space group is refused often has a crystal system worth reporting."""
+    from inference.calibration import choose_refusal_threshold
+    from inference.space_groups import crystal_system_membership
+
+    truth = np.asarray(true_space_groups, np.int64)
+    known = truth > 0
+    if not known.any():
+        return None, {}
+    true_system = crystal_system_membership(truth[known]).argmax(axis=1)
+    summed = (np.asarray(probabilities, np.float64) @ crystal_system_membership(space_groups))[known]
+    threshold, reached = choose_refusal_threshold(summed, true_system, cfg.crystal_system_target_accuracy,
+                                                  float("nan"), cfg.threshold_step, cfg.min_kept)
+    if not reached:
+        return None, {}
+    kept = summed.max(axis=1) >= threshold
+    return threshold, {"coverage": float(kept.mean()), "n": int(known.sum()),
+                       "accuracy": float((summed[kept].argmax(axis=1) == true_system[kept]).mean())}

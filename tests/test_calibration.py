@@ -168,8 +168,10 @@ def test_calibrate_on_heldout_crystals(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(generator.pipeline, "prepare_data", lambda cfg=None: prepared)
     ckpt = shutil.copytree(shared_tiny_checkpoint(), tmp_path / "step_000060")
     model, meta = load_for_inference(ckpt)
-    logits, labels, ids = heldout_logits(model, meta.space_groups, None, meta.simulation, 9, seed=0,
-                                         exclude_limit=5, exclude_seed=3, batch_size=4)
+    sets = heldout_logits(model, meta.space_groups, None, meta.simulation, 9, seed=0,
+                          exclude_limit=5, exclude_seed=3, batch_size=4)
+    logits, labels, ids = sets.logits, sets.labels, sets.ids
+    assert sets.space_groups.tolist() == [prepared.database[i].space_group for i in ids]
     assert len(ids) == 9 and not set(ids) & set(heldout_ids(prepared.split.test_ids, 5, 3))
     assert logits.shape == (9, len(meta.space_groups)) and np.isfinite(logits).all()
     expected = [meta.space_groups.index(prepared.database[i].space_group)

@@ -307,3 +307,22 @@ def test_simulation_option_checked_before_the_set_is_built(monkeypatch, capsys):
     assert code == 2 and "nope" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         command.main(["--checkpoint", str(shared_tiny_checkpoint()), "--manifest", "m.csv", "--simulation", "default"])
+
+
+def test_crystal_system_refusal_counts_kept_systems_out_of_scope_included():
+    from inference.evaluate import crystal_system_refusal
+    from inference.predictor import CrystalSystemProbability, PatternPrediction
+
+    def answer(system: str, p: float, refused: bool) -> PatternPrediction:
+        return PatternPrediction(source="x", crystal_systems=[CrystalSystemProbability(system, p)],
+                                 crystal_system_refused=refused)
+
+    results = [answer("cubic", 0.9, False),          # 225: right
+               answer("cubic", 0.8, False),          # 62 is orthorhombic: wrong
+               answer("monoclinic", 0.7, False),     # 3, a space group outside any small class list: right
+               answer("cubic", 0.3, True),           # refused
+               PatternPrediction(source="bad", error="unreadable")]
+    s = crystal_system_refusal(results, [225, 62, 3, 225, 225], threshold=0.5)
+    assert s == {"threshold": 0.5, "kept": 3, "coverage": 0.75, "accuracy_kept": pytest.approx(2 / 3),
+                 "correct_kept": 2}
+    assert crystal_system_refusal(results, [225, 62, 3, 225, 225], threshold=None) is None

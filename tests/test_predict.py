@@ -219,6 +219,24 @@ def test_bundled_calibrated_model_is_used_without_checkpoint(checkpoint, tmp_pat
     assert mapped["predictions"][0]["top_probability"] == pytest.approx(expected.max(), rel=1e-6)
     assert mapped["predictions"][0]["top_probability"] != pytest.approx(p["top_probability"], rel=1e-3)
     assert mapped["predictions"][0]["candidates"][0]["space_group"] == 225
+    assert mapped["crystal_system_threshold"] is None and mapped["predictions"][0]["crystal_system_refused"] is None
+
+    # a crystal-system threshold judges the summed probability of the most probable system
+    cubic = p["crystal_systems"][0]["probability"]
+    for system_threshold, judged in ((cubic - 0.01, False), (min(cubic + 0.01, 1.0), True)):
+        (folder / "calibration.json").write_text(json.dumps({"temperature": 3.0, "refusal_threshold": 0.99,
+                                                              "crystal_system_threshold": system_threshold}))
+        assert main([str(path), "--json"]) == 0
+        judged_payload = json.loads(capsys.readouterr().out)
+        assert judged_payload["crystal_system_threshold"] == pytest.approx(system_threshold)
+        assert judged_payload["predictions"][0]["crystal_system_refused"] is judged
+        assert main([str(path)]) == 0
+        table = capsys.readouterr().out
+        assert ("cubic" in table and (": a guess too" in table) is judged and (": answered" in table) is not judged)
+    (folder / "calibration.json").write_text(json.dumps({"temperature": 3.0, "refusal_threshold": 0.99,
+                                                          "crystal_system_threshold": 1.5}))
+    assert main([str(path)]) == 2
+    assert "crystal_system_threshold must be in [0, 1]" in capsys.readouterr().err
     (folder / "calibration.json").write_text(json.dumps({"temperature": 3.0, "refusal_threshold": 0.99}))
 
     # a threshold given on the command line wins over the calibrated one

@@ -104,3 +104,46 @@ def test_calibrate_logits_fits_the_map_and_lowers_the_error_the_temperature_leav
                              space_groups=SPACE_GROUPS)
     assert plain.top_label == {} and plain.ece_after == pytest.approx(plain.ece_temperature)
     assert plain.temperature == pytest.approx(with_map.temperature)
+
+
+def test_the_crystal_system_threshold_keeps_what_reaches_the_target():
+    from inference.top_label import crystal_system_threshold
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    probs = rng.dirichlet(np.full(len(SPACE_GROUPS), 0.4), n)
+    systems = system_index(SPACE_GROUPS)
+    one_hot = np.eye(systems.max() + 1)[systems]
+    summed = probs @ one_hot
+    # the true system is the most probable one with probability its summed probability, else another
+    best = summed.argmax(axis=1)
+    right = rng.random(n) < summed.max(axis=1)
+    present = [int(s) for s in np.unique(systems)]
+    class_of_system = {s: SPACE_GROUPS[int(np.flatnonzero(systems == s)[0])] for s in present}
+    other = [present[(present.index(int(b)) + 1) % len(present)] for b in best]
+    truth = np.array([class_of_system[int(b)] if r else class_of_system[o] for b, r, o in zip(best, right, other)])
+    truth[:100] = 0                                              # unknown: left out
+    cfg = CalibrationConfig(crystal_system_target_accuracy=0.8)
+    threshold, kept = crystal_system_threshold(probs, SPACE_GROUPS, truth, cfg)
+    assert kept["n"] == n - 100 and 0.0 < kept["coverage"] < 1.0 and kept["accuracy"] >= 0.8
+    confidence, correct = summed[100:].max(axis=1), right[100:]
+    assert kept["coverage"] == pytest.approx(np.mean(confidence >= threshold))
+    assert kept["accuracy"] == pytest.approx(correct[confidence >= threshold].mean())
+    assert correct[confidence >= threshold - cfg.threshold_step].mean() < 0.8   # the smallest such threshold
+    assert crystal_system_threshold(probs, SPACE_GROUPS, truth, CalibrationConfig(crystal_system_target_accuracy=1.0,
+                                                                                   min_kept=500)) == (None, {})
+    assert crystal_system_threshold(probs, SPACE_GROUPS, np.zeros(n, np.int64), cfg) == (None, {})
+
+
+def test_calibrate_logits_stores_the_crystal_system_threshold_over_all_patterns():
+    z, labels = _overconfident_at_the_top()
+    true_groups = np.where(labels >= 0, np.asarray(SPACE_GROUPS)[np.maximum(labels, 0)], 0)
+    outside = labels < 0
+    true_groups[outside] = 3          # monoclinic space groups the model does not classify
+    c = calibrate_logits(z, labels, CalibrationConfig(target_accuracy=0.5, crystal_system_target_accuracy=0.6),
+                         space_groups=SPACE_GROUPS, true_space_groups=true_groups)
+    assert c.crystal_system_threshold is not None and c.crystal_system_kept["n"] == len(labels)
+    assert c.crystal_system_kept["accuracy"] >= 0.6 and c.crystal_system_target_accuracy == 0.6
+    only_inside = calibrate_logits(z, labels, CalibrationConfig(target_accuracy=0.5, crystal_system_target_accuracy=0.6),
+                                   space_groups=SPACE_GROUPS)
+    assert only_inside.crystal_system_kept["n"] == int((~outside).sum())

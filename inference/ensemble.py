@@ -160,3 +160,20 @@ def coverage_accuracy(probabilities: np.ndarray, labels: np.ndarray, thresholds:
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.where(n_kept > 0, (kept & correct[None, :]).sum(axis=1) / np.maximum(n_kept, 1), np.nan)
     return CoverageCurve(thresholds=t, coverage=n_kept / n, accuracy=acc, n_kept=n_kept.astype(np.int64))
+
+
+def choose_refusal_threshold(probabilities: np.ndarray, labels: np.ndarray, target_accuracy: float,
+                             default: float, step: float = 0.01, min_kept: int = 20) -> tuple[float, bool]:
+    """The smallest threshold on the grid 0, step, ..., 1 at which the patterns whose top probability
+    reaches it (at least ``min_kept`` of them) have top-1 accuracy >= ``target_accuracy``;
+    ``(default, False)`` when no threshold does. Returns (threshold, reached)."""
+    p = np.asarray(probabilities, np.float64)
+    y = np.asarray(labels)
+    conf = p.max(axis=1)
+    correct = p.argmax(axis=1) == y
+    for t in np.round(np.arange(0.0, 1.0 + step / 2, step), 10):
+        kept = conf >= t
+        n_kept = int(kept.sum())
+        if n_kept >= max(1, min_kept) and correct[kept].mean() >= target_accuracy - 1e-12:
+            return float(t), True
+    return float(default), False

@@ -127,7 +127,7 @@ def crystal_system_threshold(probabilities: np.ndarray, space_groups: Sequence[i
     probabilities (B, C) over ``space_groups``; true_space_groups (B,) numbers, 0 where unknown (left
     out). Returns (threshold, {"coverage", "accuracy", "n"}), or (None, {}) when the target is never reached.
     A pattern whose space group is refused often has a crystal system worth reporting."""
-    from inference.calibration import choose_refusal_threshold
+    from inference.ensemble import choose_refusal_threshold
     from inference.space_groups import crystal_system_membership
 
     truth = np.asarray(true_space_groups, np.int64)

@@ -36,9 +36,10 @@ def _duration(seconds: Optional[float]) -> str:
     return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
 
 
-def _started_from(cfg: dict, seen: Any) -> list[str]:
+def _started_from(cfg: dict, seen: Any, stated_total: Any = None) -> list[str]:
     """Card lines for a run that started from earlier weights (``trainer.init_weights``), following
-    each earlier checkpoint's own ``init_weights`` while its ``meta.json`` is still there."""
+    each earlier checkpoint's own ``init_weights`` while its ``meta.json`` is still there; where the
+    chain breaks, ``stated_total`` (``patterns_in_all`` of the card extra) gives the patterns in all."""
     from trainer.checkpoint import load_meta
 
     lines, total, path = [], seen if isinstance(seen, int) else None, _get(cfg, "trainer.init_weights")
@@ -49,7 +50,15 @@ def _started_from(cfg: dict, seen: Any) -> list[str]:
         try:
             earlier = load_meta(path)
         except (OSError, ValueError):
-            lines.append(f"- started from the weights of `{path}` (its meta.json was not found at packaging)")
+            earlier = None
+        if earlier is None or _get(earlier.config or {}, "trainer.init_weights") == path:
+            # gone, or the folder now holds weights trained from its own earlier content (a bundled
+            # model replaced by its next cycle): its meta.json no longer describes what the run started from
+            lines.append(f"- started from the weights of `{path}` ("
+                         + ("its meta.json was not found at packaging)" if earlier is None
+                            else "since replaced by later weights)"))
+            if isinstance(stated_total, int):
+                lines.append(f"- patterns seen by these weights in all: {stated_total:,} (as stated at packaging)")
             return lines
         lines.append(f"- started from the weights of `{path}`: step {earlier.step:,}, "
                      f"{earlier.samples_seen:,} patterns, with a new optimizer and learning-rate schedule"
@@ -221,7 +230,7 @@ def render_card(name: str, meta, info, evaluations: dict, calibration: Optional[
         f"- steps: {steps:,}" if isinstance(steps, int) else f"- steps: {steps}",
         f"- patterns seen: {seen:,} (each simulated once, never repeated)" if isinstance(seen, int)
         else f"- patterns seen: {seen}",
-        *_started_from(cfg, seen),
+        *_started_from(cfg, seen, extra.get("patterns_in_all")),
         f"- hardware: {_hardware(info, extra)}",
         "- wall time: " + (_duration(extra["wall_time_s"]) if isinstance(extra.get("wall_time_s"), (int, float)) else
                            _duration(info.wall_time_s) + (" (from the run folder's file times)"

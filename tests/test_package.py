@@ -226,3 +226,26 @@ def test_the_card_of_a_model_calibrated_on_heldout_crystals_says_so(tmp_path):
     assert "| kept / accuracy at the threshold (calibration crystals) |" in card
     header = next(line for line in lines if line.startswith("| threshold |"))
     assert "held-out (calibration crystals)" in header
+
+
+def test_card_lineage_stops_where_the_earlier_weights_are_gone_or_replaced(tmp_path):
+    from inference.model_card import _started_from
+    from trainer.checkpoint_meta import CheckpointMeta
+
+    earlier = tmp_path / "bundled"
+    earlier.mkdir()
+    (earlier / "model.safetensors").write_bytes(b"")
+    own = {"trainer": {"init_weights": str(earlier)}}
+    # the folder now holds the weights of the run being described (trained from its own earlier content)
+    (earlier / "meta.json").write_text(CheckpointMeta(space_groups=[225], model={}, input_length=10, step=8500,
+                                                      samples_seen=1000, config=own).to_json())
+    lines = _started_from(own, 1000, stated_total=5000)
+    assert lines == [f"- started from the weights of `{earlier}` (since replaced by later weights)",
+                     "- patterns seen by these weights in all: 5,000 (as stated at packaging)"]
+    gone = {"trainer": {"init_weights": str(tmp_path / "gone")}}
+    assert _started_from(gone, 1000) == [f"- started from the weights of `{tmp_path / 'gone'}` "
+                                         "(its meta.json was not found at packaging)"]
+    # an intact chain sums the patterns itself
+    (earlier / "meta.json").write_text(CheckpointMeta(space_groups=[225], model={}, input_length=10, step=70,
+                                                      samples_seen=700, config={}).to_json())
+    assert _started_from(own, 1000, stated_total=5)[-1] == "- patterns seen by these weights in all: 1,700"

@@ -293,22 +293,19 @@ def calibrate_logits(logits: np.ndarray, labels: np.ndarray, cfg: CalibrationCon
     synthetic = {"n": int(len(y)), "top1": float((rank < 1).mean()), "top5": float((rank < 5).mean()),
                  "mean_confidence": float(after.max(axis=1).mean()),
                  "ece": expected_calibration_error(after, y_all, cfg.bins)}
-    if space_groups is not None:
-        from generator.symmetry import crystal_system
-
-        systems = [crystal_system(int(s)) for s in space_groups]
-        pred = z.argmax(axis=1)
-        synthetic["crystal_system_accuracy"] = float(np.mean([systems[a] == systems[b] for a, b in zip(pred, y)]))
     system_threshold, system_kept = None, {}
     if space_groups is not None:
         from inference.top_label import crystal_system_threshold
 
+        systems = system_index(space_groups)
+        synthetic["crystal_system_accuracy"] = float(np.mean(systems[z.argmax(axis=1)] == systems[y]))
         truth = (np.asarray(true_space_groups, np.int64) if true_space_groups is not None
                  else np.where(inside, np.asarray(space_groups)[np.maximum(y_all, 0)], 0))
         system_threshold, system_kept = crystal_system_threshold(after, space_groups, truth, cfg)
     return Calibration(
         temperature=t, top_label=top_label, crystal_system_threshold=system_threshold,
-        crystal_system_target_accuracy=float(cfg.crystal_system_target_accuracy), crystal_system_kept=system_kept, ece_before=expected_calibration_error(softmax(z_all), y_all, cfg.bins),
+        crystal_system_target_accuracy=float(cfg.crystal_system_target_accuracy), crystal_system_kept=system_kept,
+        ece_before=expected_calibration_error(softmax(z_all), y_all, cfg.bins),
         ece_temperature=expected_calibration_error(scaled, y_all, cfg.bins),
         ece_after=expected_calibration_error(after, y_all, cfg.bins), refusal_threshold=threshold, n=int(len(y)),
         simulation=simulation, nll_before=negative_log_likelihood(z, y), nll_after=negative_log_likelihood(z, y, t),

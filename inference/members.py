@@ -24,8 +24,7 @@ class Member:
     simulation: dict = field(default_factory=dict)
     temperature: float = 1.0
     calibration: Optional[dict] = None
-    top_label: Optional[dict] = None      # the top answer's map (inference.top_label) after the temperature
-    systems: Optional[np.ndarray] = None  # (C,) crystal system index of each class, for that map
+    top_label: Optional[dict] = None   # the top answer's map (inference.top_label) after the temperature
 
 
 def input_spec(representation: Any) -> InputSpec:
@@ -57,12 +56,8 @@ def load_member(path: str | Path, device: str = "cpu", calibrated: bool = True) 
     if len(spec.grid) != meta.input_length:
         raise ValueError(f"{path}: the {meta.representation_kind} axis has {len(spec.grid)} points, the model "
                          f"expects {meta.input_length}")
-    from inference.top_label import system_index
-
     calibration = load_calibration(path) if calibrated else None
-    space_groups = [int(s) for s in meta.space_groups]
-    top_label = (calibration or {}).get("top_label") or None
-    return Member(model=model, space_groups=space_groups, spec=spec,
+    return Member(model=model, space_groups=[int(s) for s in meta.space_groups], spec=spec,
                   volume_norm=meta.volume_norm, name=str(path), simulation=dict(meta.simulation),
                   temperature=float(calibration["temperature"]) if calibration else 1.0, calibration=calibration,
-                  top_label=top_label, systems=system_index(space_groups) if top_label else None)
+                  top_label=(calibration or {}).get("top_label") or None)

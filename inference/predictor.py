@@ -22,7 +22,7 @@ from inference.members import Member, load_member
 from inference.patterns import PreparedPattern, prepare_pattern
 from inference.readers import MeasuredPattern, PatternError, read_pattern
 from inference.space_groups import crystal_system, crystal_system_probabilities, space_group_symbol
-from inference.top_label import apply_top_label_map
+from inference.top_label import apply_top_label_map, system_index
 
 
 @dataclass
@@ -122,23 +122,26 @@ class Predictor:
         cfg = cfg if cfg is not None else load_config()
         return cls([load_member(p, cfg.device, cfg.calibration.apply) for p in paths], cfg, refusal_threshold)
 
-    @property
-    def calibrated_threshold(self) -> Optional[float]:
-        """The refusal threshold of the members' calibration files (their mean for an ensemble), or
-        None unless every member has one."""
-        values = [m.calibration.get("refusal_threshold") if m.calibration else None for m in self.members]
+    def _calibrated(self, key: str) -> Optional[float]:
+        """``key`` of the members' calibration files (their mean for an ensemble), or None unless every
+        member has one."""
+        values = [m.calibration.get(key) if m.calibration else None for m in self.members]
         if not values or any(v is None for v in values):
             return None
         return float(np.mean([float(v) for v in values]))
 
     @property
+    def calibrated_threshold(self) -> Optional[float]:
+        """The refusal threshold of the members' calibration files (their mean for an ensemble), or
+        None unless every member has one."""
+        return self._calibrated("refusal_threshold")
+
+    @property
     def crystal_system_threshold(self) -> Optional[float]:
         """The crystal-system refusal threshold of the members' calibration files (their mean), else the
         config's ``crystal_system_threshold`` (None: the crystal-system answer is not judged)."""
-        values = [m.calibration.get("crystal_system_threshold") if m.calibration else None for m in self.members]
-        if values and all(v is not None for v in values):
-            return float(np.mean([float(v) for v in values]))
-        return self.cfg.crystal_system_threshold
+        calibrated = self._calibrated("crystal_system_threshold")
+        return calibrated if calibrated is not None else self.cfg.crystal_system_threshold
 
     @property
     def threshold_source(self) -> str:
@@ -195,7 +198,7 @@ class Predictor:
         z, logv = self.member_logits(member, inputs)
         p = softmax(z / member.temperature) if len(z) else z
         if member.top_label and len(p):
-            p = apply_top_label_map(p, member.top_label, member.systems)
+            p = apply_top_label_map(p, member.top_label, system_index(member.space_groups))
         if member.space_groups != self.space_groups:
             p = align_classes(p, member.space_groups, self.space_groups)
         return p, logv

@@ -1,10 +1,12 @@
 """Calibration maps after the temperature, side by side on real crystals of unseen structure types.
 
-    python benchmarks/bench_calibration_maps.py [--checkpoint RUN] [--n 5000] [--fit 2000] [--splits 3]
+    python benchmarks/bench_calibration_maps.py [--checkpoint RUN] [--n 5000] [--fit 2000 [3000 ...]] [--splits 3]
 
 Simulates ``n`` held-out crystals outside the evaluation draw of ``inference.evaluate --heldout --limit
 2000 --seed 0`` with the checkpoint's own simulation (default: the bundled model), then for each of
-``splits`` random splits fits on ``fit`` of them and scores the rest:
+``splits`` random splits fits on ``fit`` of them (each of several sizes in turn, to see how the fits
+settle with more patterns) and scores the rest (with several sizes, the same ``n`` - the largest size
+patterns of the split for every size):
 
 - the temperature alone (``inference.calibration``);
 - the top answer's beta map, its difference spread inside the crystal system (what ships:
@@ -54,7 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None, help="checkpoint or run folder (default: the bundled model)")
     ap.add_argument("--n", type=int, default=5000, help="held-out crystals outside the evaluation draw")
-    ap.add_argument("--fit", type=int, default=2000, help="of them, fitted on; the rest scored")
+    ap.add_argument("--fit", type=int, nargs="+", default=[2000],
+                    help="of them, fitted on; the rest scored (several sizes: one after another)")
     ap.add_argument("--splits", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", type=float, nargs="+", default=[0.5, 0.6, 0.7],
@@ -62,12 +65,11 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from inference.calibration import expected_calibration_error, fit_temperature
+    from inference.calibration import expected_calibration_error
     from inference.calibration_sets import heldout_logits
-    from inference.ensemble import softmax
     from inference.pretrained import bundled_checkpoints
     from inference.simulations import simulation_config
-    from inference.top_label import apply_top_label_map, fit_top_label_map, system_index, top_label_confidence
+    from inference.top_label import system_index
     from trainer.checkpoint import load_for_inference
 
     path = args.checkpoint or bundled_checkpoints()[0]
@@ -85,12 +87,29 @@ def main() -> None:
         return (expected_calibration_error(p, labels), expected_calibration_error(p[inside] @ one_hot, true_system),
                 float((p.argmax(axis=1) == labels).mean()), float(p.max(axis=1).max()))
 
-    print(f"{path}: {len(y)} held-out patterns ({int((y < 0).sum())} outside the classes), fit on {args.fit}, "
-          f"scored on {len(y) - args.fit}, {args.splits} splits")
+    if max(args.fit) >= len(y):
+        raise SystemExit(f"--fit {max(args.fit)} leaves nothing of the {len(y)} patterns to score")
+    temperature = 1.0
+    for fit_size in args.fit:
+        temperature = compare_maps(z, y, systems, fit_size, max(args.fit), args.splits, args.seed, scores, path)
+    refusal_scores(z, y, temperature, one_hot, args.target)
+
+
+def compare_maps(z: np.ndarray, y: np.ndarray, systems: np.ndarray, fit_size: int, score_from: int, splits: int,
+                 seed: int, scores: Callable, path) -> float:
+    """Fit every map on the first ``fit_size`` patterns of each split's order, print its scores on the
+    patterns from ``score_from`` on; returns the first split's temperature."""
+    from inference.calibration import fit_temperature
+    from inference.ensemble import softmax
+    from inference.top_label import apply_top_label_map, fit_top_label_map, top_label_confidence
+
+    print(f"{path}: {len(y)} held-out patterns ({int((y < 0).sum())} outside the classes), fit on {fit_size}, "
+          f"scored on {len(y) - score_from}, {splits} splits")
     print(f"{'map':40s} {'ECE top':>8s} {'ECE system':>11s} {'top-1 all':>10s} {'max shown':>10s}")
-    for split in range(args.splits):
-        order = np.random.default_rng([args.seed, split]).permutation(len(y))
-        fit, test = order[:args.fit], order[args.fit:]
+    temperature = 1.0
+    for split in range(splits):
+        order = np.random.default_rng([seed, split]).permutation(len(y))
+        fit, test = order[:fit_size], order[score_from:]
         inside = y[fit] >= 0
         t = fit_temperature(z[fit][inside], y[fit][inside])
         p_fit, p_test = softmax(z[fit] / t), softmax(z[test] / t)
@@ -107,13 +126,14 @@ def main() -> None:
             maps["isotonic regression"] = spread_over_all(p_test, iso.predict)
         except ImportError:
             pass
-        print(f"split {split}")
+        print(f"split {split}: beta map a {beta['a']:.3f} b {beta['b']:.3f} c {beta['c']:.3f}")
         for name, p in maps.items():
             ece, ece_system, top1, top = scores(p, y[test])
             print(f"  {name:38s} {100 * ece:7.1f}% {100 * ece_system:10.1f}% {100 * top1:9.1f}% {top:10.2f}")
         if split == 0:
             temperature = t
-    refusal_scores(z, y, temperature, one_hot, args.target)
+    return temperature
+
 
 
 def refusal_scores(z: np.ndarray, y: np.ndarray, temperature: float, one_hot: np.ndarray,

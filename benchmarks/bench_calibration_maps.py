@@ -19,8 +19,9 @@ the summed crystal system, the top-1 of all patterns (the maps that spread over 
 it), and the largest probability shown. The maps are fitted on all the fitting patterns, outside the
 classes counted wrong; the temperature on those in the classes.
 
-Last, scores to refuse by, on all ``n`` patterns at the temperature of the first split: the share of
-patterns that can be kept with the kept ones ``--target`` right (at least 20 kept), and the area under
+Last, scores to refuse by, on all ``n`` patterns at the temperature of the first split (of the last
+size): the share of patterns that can be kept with the kept ones ``--target`` right (at least 20 kept),
+and the area under
 the risk-coverage curve (lower is better), for the top probability (what ships), the margin and the
 ratio of the two largest, the entropy, the largest logit and the largest crystal-system sum.
 """
@@ -89,7 +90,6 @@ def main() -> None:
 
     if max(args.fit) >= len(y):
         raise SystemExit(f"--fit {max(args.fit)} leaves nothing of the {len(y)} patterns to score")
-    temperature = 1.0
     for fit_size in args.fit:
         temperature = compare_maps(z, y, systems, fit_size, max(args.fit), args.splits, args.seed, scores, path)
     refusal_scores(z, y, temperature, one_hot, args.target)
@@ -133,7 +133,6 @@ def compare_maps(z: np.ndarray, y: np.ndarray, systems: np.ndarray, fit_size: in
         if split == 0:
             temperature = t
     return temperature
-
 
 
 def refusal_scores(z: np.ndarray, y: np.ndarray, temperature: float, one_hot: np.ndarray,

@@ -74,12 +74,12 @@ def score_views(name: str, x: np.ndarray, y: np.ndarray, probabilities: Callable
     """Add a row per view and per average of views to ``table`` for (B, N) inputs ``x`` with truths ``y``."""
     fns = views(two_theta_deg)
     p = {v: probabilities(f(x)) for v, f in fns.items()}
-    n = int(np.isin(y, classes).sum())
-    for v, pv in p.items():
-        table.add_row(name, v, *(f"{r} ({100 * r / max(n, 1):.1f} %)" for r in right_at(pv, y, classes)))
-    for v, members in AVERAGES.items():
-        mean = np.mean([p[m] for m in (members or list(p))], axis=0)
-        table.add_row(name, f"average: {v}", *(f"{r} ({100 * r / max(n, 1):.1f} %)" for r in right_at(mean, y, classes)))
+    n = max(int(np.isin(y, classes).sum()), 1)
+    rows = dict(p)
+    rows.update({f"average: {v}": np.mean([p[m] for m in (members or list(p))], axis=0)
+                 for v, members in AVERAGES.items()})
+    for v, pv in rows.items():
+        table.add_row(name, v, *(f"{r} ({100 * r / n:.1f} %)" for r in right_at(pv, y, classes)))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import sys
 from typing import Sequence
 
 from inference.calibration import Calibration, _finite, calibrate_checkpoint
+from inference.command_line import add_checkpoint_argument
 
 
 def format_result(name: str, c: Calibration, path) -> str:
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cal = cfg.calibration
     ap = argparse.ArgumentParser(prog="python -m inference.calibrate",
                                  description="Fit the temperature and refusal threshold of checkpoints.")
-    ap.add_argument("--checkpoint", "-c", nargs="+", required=True, help="checkpoint(s) or run folder(s)")
+    add_checkpoint_argument(ap, help="checkpoint(s) or run folder(s); the flag may repeat", required=True)
     ap.add_argument("--simulation", default=cal.simulation,
                     help="conf/simulation name of the patterns (default: each checkpoint's own simulation)")
     ap.add_argument("--n", type=int, default=cal.n, help=f"synthetic patterns (default {cal.n})")

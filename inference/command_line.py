@@ -26,6 +26,15 @@ def config_and_arguments(argv: Sequence[str] | None) -> tuple[InferenceConfig, l
     return load_config(config_path), rest
 
 
+def add_checkpoint_argument(parser: argparse.ArgumentParser, help: str, required: bool = False) -> None:
+    """``--checkpoint/-c``: one or more paths, and repeating the flag adds to them
+    (``-c A -c B`` is the ensemble ``-c A B``; a plain ``nargs="+"`` would keep only the last). Unset,
+    it stays None, so the caller's default (the config's checkpoints, the bundled model) is never
+    extended by accident."""
+    parser.add_argument("--checkpoint", "-c", nargs="+", action="extend", default=None,
+                        required=required, help=help)
+
+
 def resolve_checkpoints(given: Sequence[str] | None) -> list[str]:
     """The checkpoints given, else the bundled models (:class:`inference.pretrained.NoBundledModel` when none)."""
     from inference import pretrained

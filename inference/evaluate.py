@@ -45,7 +45,7 @@ import numpy as np
 
 from generator.symmetry import CRYSTAL_SYSTEMS, crystal_system
 from inference.calibration import expected_calibration_error
-from inference.command_line import config_and_arguments, load_predictor
+from inference.command_line import add_checkpoint_argument, config_and_arguments, load_predictor
 from inference.config import InferenceConfig
 from inference.ensemble import coverage_accuracy, refused
 from inference.evaluation_report import EvaluationResult, format_summary, jsonable, write_plots, write_results
@@ -285,8 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg, argv = config_and_arguments(argv)
     ev = cfg.evaluate
     ap = argparse.ArgumentParser(prog="python -m inference.evaluate", description="Evaluate classifiers on a labelled set.")
-    ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints),
-                    help="checkpoint(s) (ensemble); default: config 'checkpoints', else the bundled models")
+    add_checkpoint_argument(ap, help="checkpoint(s) (ensemble; the flag may repeat); default: config "
+                                     "'checkpoints', else the bundled models")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--manifest", default=ev.manifest, help="CSV of measured patterns with space groups")
     src.add_argument("--cif-dir", default=ev.cif_dir, help="folder of CIFs to simulate")
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.device, cfg.wavelength = args.device, args.wavelength
     cfg.top_k = max(args.top_k, ev.max_k)
     try:
-        checkpoints, predictor = load_predictor(args.checkpoint, cfg, args.threshold)
+        checkpoints, predictor = load_predictor(args.checkpoint or list(cfg.checkpoints), cfg, args.threshold)
         if ev.simulation:  # a bad name or a model it cannot feed fails here, before any set is built
             from inference.simulations import simulation_on_grid
 

@@ -32,7 +32,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from inference.command_line import config_and_arguments, load_predictor, resolve_checkpoints, split_config_argument
+from inference.command_line import (add_checkpoint_argument, config_and_arguments, load_predictor,
+                                     resolve_checkpoints, split_config_argument)
 from inference.config import CONF_DIR, DEFAULT_CONFIG, EvaluateConfig, InferenceConfig, load_config
 from inference.members import Member, input_spec, load_member
 from inference.predictor import Candidate, PatternPrediction, Predictor
@@ -103,9 +104,8 @@ def build_parser(cfg: InferenceConfig) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m inference.predict",
                                  description="Space-group candidates for measured powder patterns.")
     ap.add_argument("files", nargs="+", help="pattern files (.xy, .xye, .csv, .txt, RRUFF, instrument formats)")
-    ap.add_argument("--checkpoint", "-c", nargs="+", default=list(cfg.checkpoints),
-                    help="checkpoint(s); several form an ensemble (default: config 'checkpoints', "
-                         "else the models bundled in inference/pretrained/)")
+    add_checkpoint_argument(ap, help="checkpoint(s); several form an ensemble, the flag may repeat (default: "
+                                     "config 'checkpoints', else the models bundled in inference/pretrained/)")
     ap.add_argument("--wavelength", type=float, default=cfg.wavelength,
                     help="measurement wavelength in A; overrides one stated in a file "
                          "(default: the file's, else the model's)")
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg.top_k, cfg.device, cfg.wavelength = args.top_k, args.device, args.wavelength
     try:
-        checkpoints, predictor = load_predictor(args.checkpoint, cfg, args.threshold)
+        checkpoints, predictor = load_predictor(args.checkpoint or list(cfg.checkpoints), cfg, args.threshold)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -124,6 +124,14 @@ def test_ensemble_of_identical_checkpoints_equals_one(checkpoint, tmp_path):
         assert [c.space_group for c in a.candidates] == [c.space_group for c in b.candidates]
 
 
+def test_repeated_checkpoint_flags_form_one_ensemble(checkpoint, tmp_path, capsys):
+    path = write_xy(tmp_path / "nacl.xy", *_measured(structures()[225]))
+    assert main([str(path), "-c", str(checkpoint), "--checkpoint", str(checkpoint), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["checkpoints"] == [str(checkpoint)] * 2
+    assert payload["predictions"][0]["n_members"] == 2
+
+
 def test_refusal_threshold_and_top_k(checkpoint, tmp_path, capsys):
     rng = np.random.default_rng(3)
     x = np.arange(10.0, 80.0, 0.02)

@@ -44,7 +44,8 @@ def resolve_checkpoints(given: Sequence[str] | None) -> list[str]:
 
 def load_predictor(given: Sequence[str] | None, cfg: InferenceConfig,
                    refusal_threshold: Optional[float] = None) -> tuple[list[str], Predictor]:
-    """The checkpoints (:func:`resolve_checkpoints`) and the predictor of their ensemble; raises
-    FileNotFoundError or ValueError when a checkpoint is missing or unusable."""
-    checkpoints = resolve_checkpoints(given)
+    """The checkpoints given, else the config's ``checkpoints``, else the bundled models
+    (:func:`resolve_checkpoints`), and the predictor of their ensemble; raises FileNotFoundError or
+    ValueError when a checkpoint is missing or unusable."""
+    checkpoints = resolve_checkpoints(given or cfg.checkpoints)
     return checkpoints, Predictor.from_checkpoints(checkpoints, cfg, refusal_threshold=refusal_threshold)

@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg.device, cfg.wavelength = args.device, args.wavelength
     cfg.top_k = max(args.top_k, ev.max_k)
     try:
-        checkpoints, predictor = load_predictor(args.checkpoint or list(cfg.checkpoints), cfg, args.threshold)
+        checkpoints, predictor = load_predictor(args.checkpoint, cfg, args.threshold)
         if ev.simulation:  # a bad name or a model it cannot feed fails here, before any set is built
             from inference.simulations import simulation_on_grid
 

@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg.top_k, cfg.device, cfg.wavelength = args.top_k, args.device, args.wavelength
     try:
-        checkpoints, predictor = load_predictor(args.checkpoint or list(cfg.checkpoints), cfg, args.threshold)
+        checkpoints, predictor = load_predictor(args.checkpoint, cfg, args.threshold)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

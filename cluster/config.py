@@ -42,8 +42,8 @@ class ClusterConfig:
 
     Attributes:
         source: "ray" (generation actors feeding a bounded Ray queue), "local" (the same producer
-            code in the trainer's process, for tests and CPU debugging) or "real" (simulated
-            statistics-side real structures, the baseline).
+            code in the trainer's process, for tests and CPU debugging), "process" (producers in local
+            worker processes, no Ray) or "real" (simulated statistics-side real structures, the baseline).
         address: Ray address to connect to (None: start a local Ray instance, "auto": the cluster
             this machine belongs to, e.g. after ``ray up``).
         num_cpus: CPUs of a local Ray instance started by the stream (None: all of the machine).
@@ -112,8 +112,8 @@ class ClusterConfig:
 
     def validate(self, prefix: str = "cluster") -> "ClusterConfig":
         """Raise ``ValueError`` naming the key of an impossible value (before Ray or data start); returns ``self``."""
-        check(self.source in ("ray", "local", "real"), f"{prefix}.source",
-              f"must be one of ray, local, real, got {self.source!r}")
+        check(self.source in ("ray", "local", "process", "real"), f"{prefix}.source",
+              f"must be one of ray, local, process, real, got {self.source!r}")
         check(self.batch_size > 0, f"{prefix}.batch_size", f"must be > 0, got {self.batch_size}")
         check(self.patterns_per_crystal >= 1, f"{prefix}.patterns_per_crystal",
               f"must be >= 1, got {self.patterns_per_crystal}")

@@ -7,7 +7,8 @@ its batches equal those of actor 0 of a one-actor :class:`cluster.stream.RayStre
 statistics-side real structures).
 
 ``make_source(cfg, statistics, ...)`` builds the one that ``cluster.source`` names ("ray", "local",
-"real"; more with :func:`register_source`).
+"process" (local worker processes, no Ray: ``cluster.process_stream``), "real"; more with
+:func:`register_source`).
 """
 from __future__ import annotations
 
@@ -142,6 +143,13 @@ def _ray_source(cfg: ClusterConfig, statistics, inputs: SourceInputs) -> RayStre
 @register_source("local")
 def _local_source(cfg: ClusterConfig, statistics, inputs: SourceInputs) -> LocalStream:
     return LocalStream(_producer_factory(cfg, statistics, inputs), cfg.seed)
+
+
+@register_source("process")
+def _process_source(cfg: ClusterConfig, statistics, inputs: SourceInputs):
+    from cluster.process_stream import ProcessStream
+
+    return ProcessStream(_producer_factory(cfg, statistics, inputs), cfg, reserved_cpus=inputs.reserved_cpus)
 
 
 @register_source("real")

@@ -97,6 +97,10 @@ class StatisticsConfig:
     min_crystals_per_class: int = 50
     cache_dir: Optional[str] = None  # null = $CRYSTALSTREAM_CACHE or ~/.cache/crystalstream
     cache: bool = True  # reuse databases, splits and statistics cached under cache_dir
+    # A saved statistics folder (statistics.json + statistics.npz, as ``python -m generator.build_statistics``
+    # writes): generate from it without reading the database, e.g. on a machine that may not hold a licensed
+    # one. No real held-out crystals then: only the synthetic test set can be evaluated.
+    path: Optional[str] = None
 
 
 @dataclass

@@ -26,14 +26,14 @@ class PreparedData:
     """The real crystals, their split and the generation statistics of one config.
 
     Attributes:
-        database: the parsed crystals.
-        split: statistics-side and test-side ids.
+        database: the parsed crystals (None when the statistics came from ``statistics.path``).
+        split: statistics-side and test-side ids (None likewise).
         statistics: extracted from the statistics side.
         report: counts and timings (parsed, skipped by reason, per side, filtered, classes, seconds, cache hits).
     """
 
-    database: Database
-    split: Split
+    database: Database | None
+    split: Split | None
     statistics: Statistics
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +69,45 @@ def statistics_key(split: Split, stats_cfg: StatisticsConfig) -> str:
     return json_digest(payload)[:16]
 
 
+def _saved_statistics(path: str) -> PreparedData:
+    """Statistics read from a saved folder (``statistics.path``), with no database or split behind them."""
+    t0 = time.perf_counter()
+    try:
+        statistics = Statistics.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"statistics.path: {exc}") from exc
+    prov = statistics.provenance
+    report = {"statistics_path": str(path), "statistics_cached": True, "source_hash": prov.get("source_hash"),
+              "split_hash": prov.get("split_hash"), "n_statistics": prov.get("n_statistics", -1), "n_test": 0,
+              "n_classes": statistics.n_classes, "seconds": {"total": time.perf_counter() - t0}}
+    return PreparedData(database=None, split=None, statistics=statistics, report=report)
+
+
+def prepare_crystals(cfg: Any = None) -> PreparedData:
+    """:func:`prepare_data` with the database behind the statistics, for scoring a run on its held-out
+    crystals. A run from a saved statistics folder (``statistics.path``) is scored on the database its
+    config names; where that folder is still readable, the database must split as it records."""
+    path = _node(_node(cfg, "statistics"), "path")
+    if not path:
+        return prepare_data(cfg)
+    import copy
+    from pathlib import Path
+
+    if not isinstance(cfg, dict):
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = copy.deepcopy(cfg)
+    cfg["statistics"]["path"] = None
+    prepared = prepare_data(cfg)
+    if (Path(path) / "statistics.json").is_file():
+        recorded = Statistics.load(path).provenance.get("split_hash")
+        if recorded != prepared.split.hash:
+            raise ValueError(f"statistics.path {path} was drawn from split {recorded}, but the run's database "
+                             f"and split config give {prepared.split.hash}: its held-out crystals are unknown")
+    return prepared
+
+
 def prepare_data(cfg: Any = None) -> PreparedData:
     """Load the database, split it and extract (or load cached) statistics.
 
@@ -79,6 +118,8 @@ def prepare_data(cfg: Any = None) -> PreparedData:
     db_cfg = as_config(DatabaseConfig, _node(cfg, "database"))
     split_cfg = as_config(SplitConfig, _node(cfg, "split"))
     stats_cfg = as_config(StatisticsConfig, _node(cfg, "statistics"))
+    if stats_cfg.path:
+        return _saved_statistics(stats_cfg.path)
     cache_dir = default_cache_dir(stats_cfg.cache_dir)
     report: dict[str, Any] = {"cache_dir": str(cache_dir)}
     t0 = time.perf_counter()

@@ -74,10 +74,10 @@ def heldout_logits(model, space_groups: list[int], run_config: Optional[dict], s
     config), with their class indices (m,) into ``space_groups`` (spglib labels; -1 outside the
     classes), space groups and ids; m <= n: crystals that fail to simulate are left out (and logged)."""
     from evaluation.simulate import simulate_crystals
-    from generator.pipeline import prepare_data
+    from generator.pipeline import prepare_crystals
     from simulator import make_representation
 
-    prepared = prepare_data(run_config or None)
+    prepared = prepare_crystals(run_config or None)
     ids = heldout_calibration_ids(prepared.split.test_ids, n, seed, exclude_limit, exclude_seed)
     sim = make_representation(simulation)
     pattern_seed, impurity_seed = np.random.SeedSequence([int(seed), 0x43414C, 1]).spawn(2)
@@ -102,10 +102,10 @@ def heldout_logits(model, space_groups: list[int], run_config: Optional[dict], s
 
 def load_statistics(which: str, run_config: dict):
     """Generation statistics: the default database and split, or the checkpoint's run config."""
-    from generator.pipeline import default_config, prepare_data
+    from generator.pipeline import default_config, prepare_crystals, prepare_data
 
     if which == "run" and run_config:
-        return prepare_data(run_config).statistics
+        return prepare_crystals(run_config).statistics
     return prepare_data(default_config()).statistics
 
 

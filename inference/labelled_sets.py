@@ -154,9 +154,9 @@ def load_heldout(run_config: dict, limit: Optional[int] = None, seed: Optional[i
     and the patterns of ``evaluation.testsets.heldout_patterns`` (same simulation stream, impurity
     partners, dtype and pattern cache)."""
     from evaluation.testsets import heldout_ids, heldout_patterns
-    from generator.pipeline import prepare_data
+    from generator.pipeline import prepare_crystals
 
-    prepared = prepare_data(run_config or None)
+    prepared = prepare_crystals(run_config or None)
     cfg = heldout_config(run_config, limit, seed)
     ids = heldout_ids(prepared.split.test_ids, cfg.max_test_crystals, cfg.seed)
     records = [prepared.database[i] for i in ids]

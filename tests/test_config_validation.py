@@ -38,6 +38,10 @@ def test_shipped_configs_are_valid(name):
     ("cluster.num_actors=0", "cluster.num_actors"),
     ("cluster.source=nowhere", "cluster.source"),
     ("trainer.max_steps=-1", "trainer.max_steps"),
+    ("trainer.time_budget_s=0", "trainer.time_budget_s"),
+    ("trainer.time_budget_s=60 trainer.num_workers=2", "trainer.time_budget_s"),
+    ("statistics.path=/saved/statistics", "statistics.path"),  # the default held-out sets need the database
+    ("statistics.path=/saved/statistics evaluation=none cluster=real", "statistics.path"),
     ("trainer.log_every=0", "trainer.log_every"),
     ("trainer.num_workers=0", "trainer.num_workers"),
     ("trainer.init_weights=a trainer.resume=b", "trainer.init_weights"),

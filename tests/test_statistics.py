@@ -250,3 +250,34 @@ def test_degenerate_lattice_data_of_a_classified_system_is_a_clear_error(tmp_pat
     # the advice works: with the tetragonal group unclassified the build succeeds without its KDE
     stats = extract_statistics(db, split, min_crystals_per_class=n_tetragonal + 1)
     assert 136 not in stats.space_groups and "tetragonal" not in stats.lattice_kdes and stats.space_groups
+
+
+def test_a_saved_statistics_folder_stands_in_for_the_database(stats, tmp_path):
+    from generator.pipeline import prepare_data
+    from trainer.run import validate_config
+    from test_config_validation import compose_train
+
+    stats.save(tmp_path / "saved")
+    prepared = prepare_data({"statistics": {"path": str(tmp_path / "saved")}})
+    assert prepared.database is None and prepared.split is None
+    assert prepared.statistics.space_groups == stats.space_groups
+    assert prepared.report["split_hash"] == stats.provenance["split_hash"] and prepared.report["n_test"] == 0
+    with pytest.raises(ValueError, match=r"^statistics\.path: .*no saved statistics"):
+        prepare_data({"statistics": {"path": str(tmp_path / "missing")}})
+    # only the synthetic test set can be evaluated without the database's crystals
+    validate_config(compose_train([f"statistics.path={tmp_path / 'saved'}", "evaluation.test_sets=[synthetic]"]))
+
+
+def test_a_run_from_saved_statistics_is_scored_on_the_database_it_was_split_from(oqmd_small, cache_dir, tmp_path):
+    from generator.pipeline import prepare_crystals, prepare_data
+
+    cfg = {"database": {"name": "oqmd", "limit": 300, "workers": 1},
+           "split": {"seed": 11}, "statistics": {"min_crystals_per_class": MIN, "cache_dir": str(cache_dir)}}
+    prepare_data(cfg).statistics.save(tmp_path / "saved")
+    with_path = {**cfg, "statistics": {**cfg["statistics"], "path": str(tmp_path / "saved")}}
+    prepared = prepare_crystals(with_path)
+    assert prepared.database is not None and len(prepared.split.test_ids) > 0
+    assert prepared.split.hash == Statistics.load(tmp_path / "saved").provenance["split_hash"]
+    assert with_path["statistics"]["path"] == str(tmp_path / "saved")   # the caller's config is left as it was
+    with pytest.raises(ValueError, match="was drawn from split"):
+        prepare_crystals({**with_path, "split": {"seed": 12}})

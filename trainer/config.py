@@ -187,6 +187,9 @@ class TrainerConfig:
 
     seed: int = 0
     max_steps: int = 300
+    # a wall-clock budget (seconds from the loop's start): the run's length is planned from the measured
+    # step rate and the cosine ends with it (trainer.time_budget); max_steps stays the upper bound
+    time_budget_s: Optional[float] = None
     batches_per_epoch: int = 900  # the paper's "epoch": the unit of the learning-rate schedule
     batch_timeout_s: float = 300.0  # fail with a clear message after this long without a batch
     max_bad_batches: int = 20  # consecutive skipped batches (non-finite loss, bad data) before giving up
@@ -223,6 +226,10 @@ class TrainerConfig:
     def validate(self, prefix: str = "trainer") -> "TrainerConfig":
         """Raise ``ValueError`` naming the key of an impossible value; returns ``self``."""
         _check(self.max_steps >= 0, f"{prefix}.max_steps", f"must be >= 0, got {self.max_steps}")
+        _check(self.time_budget_s is None or self.time_budget_s > 0, f"{prefix}.time_budget_s",
+               f"must be > 0 seconds or null, got {self.time_budget_s}")
+        _check(self.time_budget_s is None or self.num_workers == 1, f"{prefix}.time_budget_s",
+               f"plans the steps of one process; it needs num_workers=1, got {self.num_workers}")
         for key in ("batches_per_epoch", "log_every", "num_workers"):
             _check(getattr(self, key) >= 1, f"{prefix}.{key}", f"must be >= 1, got {getattr(self, key)}")
         for key in ("checkpoint_every", "eval_every", "keep_checkpoints", "max_bad_batches"):  # 0: off / none

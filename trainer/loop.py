@@ -47,6 +47,7 @@ from trainer.optim import make_optimizer, make_scheduler, schedule_jump
 from trainer.progress import Progress
 from trainer.rng import seed_everything, set_rng_state
 from trainer.source_state import load_source_state, source_state
+from trainer.time_budget import TimeBudget, apply_plan
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,7 @@ def fit(
     last_train: dict = {}
     autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
+    budget = TimeBudget(tcfg.time_budget_s, step, tcfg.max_steps) if tcfg.time_budget_s else None
     train_model.train()
     try:
         while step < tcfg.max_steps:
@@ -322,6 +324,12 @@ def fit(
                 if key in parts:
                     sums[key] += parts[key].float()
 
+            planned = budget.plan(step) if budget is not None else None
+            if planned is not None and planned != tcfg.max_steps:
+                apply_plan(planned, tcfg, spec.optimizer, scheduler, optimizer, spec.config)
+                progress.total = planned
+                if main and planned == step:
+                    log.info("trainer.time_budget_s=%g s spent at step %d", tcfg.time_budget_s, step)
             if main and (step % tcfg.log_every == 0 or step == tcfg.max_steps):
                 elapsed = max(time.perf_counter() - window["t0"], 1e-9)
                 k = window["steps"]

@@ -27,7 +27,7 @@ class Progress:
 
     def update(self, step: int, text: str = "") -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, **({"description": text} if text else {}))
+            self.bar.update(self.task, completed=step, total=self.total, **({"description": text} if text else {}))
         elif self.enabled and text and time.perf_counter() - self.last_line >= self.every_s:
             self.last_line = time.perf_counter()
             log.info("train %d/%d: %s", step, self.total, text)

@@ -191,7 +191,20 @@ def validate_config(cfg: DictConfig) -> None:
         if cfg.get("model") is not None:
             fit_log_axis(to_dict(typed(ModelConfig, cfg.model)), representation)
     if cfg.get("evaluation") is not None:
-        to_dataclass(EvaluationConfig, cfg.evaluation).validate()
+        eval_cfg = to_dataclass(EvaluationConfig, cfg.evaluation).validate()
+        _check_statistics_only(cfg, eval_cfg, cluster_cfg)
+
+
+def _check_statistics_only(cfg: DictConfig, eval_cfg, cluster_cfg) -> None:
+    """A run from a saved statistics folder has no real crystals: refuse what would need them."""
+    if not (cfg.get("statistics") or {}).get("path"):
+        return
+    real_sets = [t for t in eval_cfg.test_sets if t != "synthetic"] if eval_cfg.enabled else []
+    if real_sets:
+        raise ValueError(f"statistics.path reads no database, so the test sets {real_sets} have no crystals: "
+                         "use evaluation.test_sets=[synthetic] or evaluation=none")
+    if cluster_cfg.source == "real":
+        raise ValueError("statistics.path reads no database: cluster.source=real has no crystals to simulate")
 
 
 def began_from(cfg: DictConfig) -> Optional[str]:
@@ -293,13 +306,13 @@ def run(cfg: DictConfig) -> FitResult:
         cache_dir=str(pattern_cache_dir(eval_cfg)) if pattern_cache_dir(eval_cfg) else None,
         reserved_cpus=reserved_cpus(eval_cfg) + _extra_trainer_cpus(tcfg, cluster_cfg), start_step=start_step,
     )
-    import ray
-
     started_ray = False
     source = evaluator = None
     try:
         needs_ray = (cluster_cfg.source == "ray" or tcfg.num_workers > 1
                      or (eval_cfg.enabled and eval_cfg.backend == "ray" and test_sets))
+        if needs_ray:  # Ray is imported only where it is used: the process and local sources run without it
+            import ray
         if needs_ray and cluster_cfg.source != "ray" and not ray.is_initialized():
             init_ray(cluster_cfg.address, num_cpus=cluster_cfg.num_cpus if cluster_cfg.address is None
                      else None, include_dashboard=False)
@@ -327,7 +340,9 @@ def run(cfg: DictConfig) -> FitResult:
             evaluator.close()
         if source is not None:
             source.close()
-        if started_ray and ray.is_initialized():
+        if started_ray:
+            import ray
+
             ray.shutdown()
     print_report(result)
     return result

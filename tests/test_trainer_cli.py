@@ -20,8 +20,9 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("trainer_cli_cache")
 
 
-def run_trainer(cache: Path, *overrides: str, timeout: float = 85) -> list[str]:
-    env = {**os.environ, "CRYSTALSTREAM_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+def run_trainer(cache: Path, *overrides: str, timeout: float = 85, path_first: Path | None = None) -> list[str]:
+    path = str(ROOT) if path_first is None else os.pathsep.join([str(path_first), str(ROOT)])
+    env = {**os.environ, "CRYSTALSTREAM_CACHE": str(cache), "PYTHONPATH": path}
     proc = subprocess.run([sys.executable, "-m", "trainer", *TINY, *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -58,3 +59,36 @@ def test_resume_from_the_command_line(cache, tmp_path):
     assert lines[-1].endswith("step_0000004")
     steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4]
+
+
+@pytest.mark.slow
+def test_without_ray_or_the_database_within_a_time_budget(cache, tmp_path):
+    """The GPU-box recipe on the CPU: generation in local processes, statistics from a saved folder,
+    the steps planned from a wall-clock budget; Ray is never imported."""
+    from generator.pipeline import prepare_data
+    from trainer.checkpoint import load_meta
+
+    saved = tmp_path / "statistics"
+    env_cache = os.environ.get("CRYSTALSTREAM_CACHE")
+    os.environ["CRYSTALSTREAM_CACHE"] = str(cache)
+    try:
+        prepare_data({"database": {"limit": 1500}, "statistics": {"min_crystals_per_class": 10}}).statistics.save(saved)
+    finally:
+        if env_cache is None:
+            os.environ.pop("CRYSTALSTREAM_CACHE")
+        else:
+            os.environ["CRYSTALSTREAM_CACHE"] = env_cache
+    guard = tmp_path / "no_ray" / "ray"
+    guard.mkdir(parents=True)
+    (guard / "__init__.py").write_text('raise ImportError("this run must not import ray")\n')
+    out = tmp_path / "run"
+    lines = run_trainer(cache, f"trainer.output_dir={out}", "cluster=process", "cluster.num_actors=1",
+                        f"statistics.path={saved}", "database.path=/no/such/database.db", "evaluation=none",
+                        "trainer.max_steps=100000", "trainer.time_budget_s=8", "trainer.checkpoint_every=0",
+                        "trainer.progress=false", timeout=120, path_first=guard.parent)
+    meta = load_meta(out)
+    assert meta.final and 0 < meta.step < 100000
+    assert meta.config["trainer"]["max_steps"] == meta.step == int(lines[-1].rsplit("_", 1)[1])
+    assert meta.config["cluster"]["source"] == "process"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["source/actors_alive"] == 1.0 and rows[-1]["source/replacements"] == 0.0

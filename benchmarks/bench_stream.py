@@ -1,6 +1,6 @@
 """Diffractograms per second delivered to a consumer, against the number of generation actors.
 
-    python benchmarks/bench_stream.py                       # default statistics, actors 1 and 2
+    python benchmarks/bench_stream.py                       # default statistics, actors 1 and 2 (Ray, then processes)
     python benchmarks/bench_stream.py --actors 1 2 4 8 --seconds 60 --batch-size 145
     python benchmarks/bench_stream.py --plumbing-only        # queue ceiling with random patterns
     python benchmarks/bench_stream.py --payloads --seconds 5 --json payloads.json   # array vs peaks
@@ -20,7 +20,8 @@ less. ``--json OUT`` writes {"payloads": {"array": {...}, "peaks": {...}}}; each
 
 For every actor count it starts a fresh local Ray instance with that many CPUs (plus one for the
 consumer, capped at the machine), waits for the first batch (numba compilation, statistics
-transfer), then counts the patterns a consumer pulls with ``get`` during ``--seconds``. It also
+transfer), then counts the patterns a consumer pulls with ``get`` during ``--seconds``; then the
+same with as many local generation processes (``cluster.source=process``) and their ratio to Ray. It also
 reports the in-process producer (one core, no Ray) and the cost of the queue itself: patterns/s
 through the queue with random patterns, for float16 and float32 payloads.
 
@@ -155,6 +156,21 @@ def bench_ray(factory, n_actors: int, seconds: float, queue_size: int, timeout: 
     finally:
         ray.shutdown()
     out.update(actors=n_actors, ray_cpus=cpus, patterns_per_s_per_actor=out["patterns_per_s"] / n_actors)
+    return out
+
+
+def bench_process(factory, n_workers: int, seconds: float, queue_size: int, timeout: float) -> dict:
+    """``n_workers`` local generation processes (``cluster.source=process``, no Ray)."""
+    from cluster.config import ClusterConfig
+    from cluster.process_stream import ProcessStream
+
+    cfg = ClusterConfig(source="process", num_actors=n_workers, queue_size=queue_size, get_timeout_s=timeout, seed=0)
+    stream = ProcessStream(factory, cfg)
+    try:
+        out = _consume(stream, seconds, timeout)
+    finally:
+        stream.close()
+    out.update(processes=n_workers, patterns_per_s_per_process=out["patterns_per_s"] / n_workers)
     return out
 
 
@@ -313,6 +329,11 @@ def main(argv=None) -> int:
             print(f"{n} actors ({r['ray_cpus']} Ray CPUs): {r['patterns_per_s']:.1f} patterns/s delivered, "
                   f"{r['patterns_per_s_per_actor']:.1f} per actor; consumer waits "
                   f"{1e3 * r['consumer_wait_per_batch_s']:.0f} ms per batch", flush=True)
+            q = bench_process(factory, n, args.seconds, args.queue_size, args.timeout)
+            results["runs"].append(q)
+            print(f"{n} processes (no Ray): {q['patterns_per_s']:.1f} patterns/s delivered, "
+                  f"{q['patterns_per_s'] / r['patterns_per_s']:.2f} x the Ray stream's; consumer waits "
+                  f"{1e3 * q['consumer_wait_per_batch_s']:.0f} ms per batch", flush=True)
     results["plumbing"] = []
     for dtype in ("float16", "float32"):
         factory = NoiseProducerFactory(args.batch_size, n_points, 100, dtype, fresh=False)

@@ -49,28 +49,30 @@ class _Rows:
 
 
 def profile_rows(batch: PeakBatch) -> _Rows:
-    """The windows and parameters of every profile part of ``batch`` (numpy float64, as Numba computes them)."""
+    """The windows and parameters of every profile part of ``batch`` (numpy float64, as Numba computes them).
+
+    Works on the flat list of the batch's peaks (pattern-major, K-alpha1 lines before K-alpha2 ones):
+    padding every pattern to the longest peak list cost ten times the work on measured-looking
+    batches, where one pattern can hold 2,800 peaks and the mean is 210."""
     s = batch.spec
     b = len(batch)
     counts = np.diff(batch.offsets)[batch.crystal]                     # peaks per pattern
-    p_max = int(counts.max()) if b and counts.size else 0
-    cols = np.arange(p_max)
-    valid = cols[None, :] < counts[:, None]                             # (B, P)
-    idx = np.where(valid, batch.offsets[batch.crystal][:, None] + cols[None, :], 0)
-    tt = np.where(valid, batch.two_theta[idx] if batch.two_theta.size else 0.0, 90.0)
-    inten = np.where(valid, batch.intensity[idx] if batch.intensity.size else 0.0, 0.0)
-    zero, disp = batch.shift[:, 0:1], batch.shift[:, 1:2]
+    pat = np.repeat(np.arange(b), counts)                               # (M,) pattern of each peak
+    first = np.cumsum(counts) - counts
+    idx = batch.offsets[batch.crystal][pat] + (np.arange(len(pat)) - first[pat])
+    tt, inten = batch.two_theta[idx], batch.intensity[idx]
+    zero, disp = batch.shift[pat, 0], batch.shift[pat, 1]
     theta = np.radians(tt / 2.0)
     centers = np.where((zero != 0) | (disp != 0),
                        tt + zero - np.degrees(2.0 * disp * np.cos(theta) / s.goniometer_radius_mm), tt)
-    if s.kalpha2 and p_max:
+    if s.kalpha2 and len(pat):
         sin2 = np.sin(np.radians(centers / 2.0)) * s.kalpha2_wavelength / s.wavelength
-        ok = valid & (sin2 < 1.0)
-        second = np.degrees(2.0 * np.arcsin(np.where(ok, sin2, 0.0)))
-        centers = np.concatenate([centers, np.where(ok, second, 90.0)], axis=1)
-        inten = np.concatenate([inten, np.where(ok, s.kalpha2_ratio * inten, 0.0)], axis=1)
-        valid = np.concatenate([valid, ok], axis=1)
-    size, u, v, w, eta = (batch.profile[:, k:k + 1] for k in range(5))
+        ok = sin2 < 1.0
+        order = np.argsort(np.concatenate([pat, pat[ok]]), kind="stable")  # each pattern's K-alpha2 after its K-alpha1
+        centers = np.concatenate([centers, np.degrees(2.0 * np.arcsin(sin2[ok]))])[order]
+        inten = np.concatenate([inten, s.kalpha2_ratio * inten[ok]])[order]
+        pat = np.concatenate([pat, pat[ok]])[order]
+    size, u, v, w, eta = (batch.profile[pat, k] for k in range(5))
     th = np.radians(centers / 2.0)
     sq = 0.0
     if s.width in ("scherrer", "scherrer_caglioti"):
@@ -81,18 +83,17 @@ def profile_rows(batch: PeakBatch) -> _Rows:
     fwhm = np.maximum(np.sqrt(sq), s.min_fwhm_deg)
     hg = (1.0 - eta) * inten * GAUSS_NORM / fwhm
     hl = eta * inten * LORENTZ_NORM / fwhm
-    top = np.max(np.where(valid, inten / fwhm * ((1.0 - eta) * GAUSS_NORM + eta * LORENTZ_NORM), 0.0),
-                 axis=1, keepdims=True, initial=0.0)
-    floor = s.cutoff * top
-    keep = valid & (top > 0) & (hg + hl > floor)
-    rows = [_part_rows(keep & (hg > floor), centers, fwhm, hg, floor, FOUR_LN2 / fwhm ** 2, False, s),
-            _part_rows(keep & (hl > floor), centers, fwhm, hl, floor, 4.0 / fwhm ** 2, True, s)]
+    top = np.zeros(b)
+    np.maximum.at(top, pat, inten / fwhm * ((1.0 - eta) * GAUSS_NORM + eta * LORENTZ_NORM))
+    floor = s.cutoff * top[pat]
+    keep = (top[pat] > 0) & (hg + hl > floor)
+    rows = [_part_rows(keep & (hg > floor), pat, centers, fwhm, hg, floor, FOUR_LN2 / fwhm ** 2, False, s),
+            _part_rows(keep & (hl > floor), pat, centers, fwhm, hl, floor, 4.0 / fwhm ** 2, True, s)]
     return _Rows(*(np.concatenate([getattr(r, f) for r in rows]) for f in _Rows.__dataclass_fields__))
 
 
-def _part_rows(sel, centers, fwhm, height, floor, coef, lorentz: bool, s: RenderSpec) -> _Rows:
-    bi, pi = np.nonzero(sel)
-    c, w, h, f, cf = centers[bi, pi], fwhm[bi, pi], height[bi, pi], floor[bi, 0], coef[bi, pi]
+def _part_rows(sel, pat, centers, fwhm, height, floor, coef, lorentz: bool, s: RenderSpec) -> _Rows:
+    bi, c, w, h, f, cf = pat[sel], centers[sel], fwhm[sel], height[sel], floor[sel], coef[sel]
     if lorentz:
         half = 0.5 * w * np.sqrt(h / f - 1.0)
     else:

@@ -38,7 +38,7 @@ def _row(bench, crystals, simulation: str) -> dict:
 def test_both_renderers_are_timed_on_the_same_payloads(bench, crystals):
     default, measured = _row(bench, crystals, "default"), _row(bench, crystals, "measured")
     for row in (default, measured):
-        for key in ("numba_patterns_per_s", "torch_cpu_patterns_per_s"):
+        for key in ("numba_patterns_per_s", "torch_cpu_patterns_per_s", "host_rows_patterns_per_s"):
             assert math.isfinite(row[key]) and row[key] > 0, key
         assert row["torch_cpu_over_numba"] == pytest.approx(row["torch_cpu_patterns_per_s"]
                                                             / row["numba_patterns_per_s"])

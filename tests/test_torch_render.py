@@ -90,6 +90,26 @@ def test_torch_matches_numba_without_noise(crystals, device, name):
     assert np.abs(exact - expected).max() <= 1e-6
 
 
+def test_ragged_peak_lists_and_a_crystal_without_peaks(crystals):
+    """Peak lists of very different lengths, one of them empty: the flat per-peak rows give the Numba
+    renderer's patterns, the empty one included."""
+    from dataclasses import replace
+
+    sim = PatternSimulator(_measured(noise=False))
+    batch = draw_peak_batch(sim, crystals[:6], np.random.default_rng(7))
+    counts = np.diff(batch.offsets)
+    assert counts.max() > 2 * counts.min() > 0
+    drop = slice(int(batch.offsets[2]), int(batch.offsets[3]))    # crystal 2 loses every peak
+    keep = np.r_[0:drop.start, drop.stop:len(batch.two_theta)]
+    offsets = batch.offsets.copy()
+    offsets[3:] -= drop.stop - drop.start
+    empty = replace(batch, two_theta=batch.two_theta[keep], intensity=batch.intensity[keep], offsets=offsets)
+    expected = render_reference(empty, sim, np.random.default_rng(0))
+    out = TorchRenderer("cpu")(empty).numpy()
+    assert np.abs(out - expected).max() <= TOL
+    assert not np.allclose(out[2], TorchRenderer("cpu")(batch).numpy()[2])
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_noise_free_parts_and_noise_statistics(crystals, device):
     sim = PatternSimulator(_measured(noise=True, gaussian=True))

@@ -132,30 +132,36 @@ class TorchRenderer:
         out = torch.zeros(b * n, dtype=self.dtype, device=self.device)
         r = profile_rows(batch)
         if len(r.length):
-            order = np.argsort(r.length, kind="stable")
             # blocks of one profile kind and lengths within a quarter octave (padding wastes < 19 %),
             # and each block evaluates only its own formula (Lorentzian tails hold most of the values)
-            bucket = np.ceil(4.0 * np.log2(r.length[order])).astype(np.int64) * 2 + r.lorentz[order]
-            for k in np.unique(bucket):
-                sel = order[bucket == k]
-                width = int(r.length[sel].max())
+            bucket = np.ceil(4.0 * np.log2(r.length)).astype(np.int64) * 2 + r.lorentz
+            order = np.lexsort((r.length, bucket))                        # by block, then by length
+            bucket = bucket[order]
+            # two uploads per batch, then device slices: a copy per block would wait on the device each time
+            ints = self._t(np.stack([r.length[order], r.flat_start[order]]), torch.int64)
+            floats = self._t(np.stack([r.u0[order], r.height[order], r.coef[order]]))
+            ends = np.append(np.flatnonzero(np.diff(bucket)) + 1, len(bucket))
+            for a0, b0 in zip(np.r_[0, ends[:-1]], ends):
+                width = int(r.length[order[b0 - 1]])                   # the block's longest row
                 per = max(1, self.chunk_elements // width)
-                for a in range(0, len(sel), per):
-                    self._add_block(out, r, sel[a:a + per], width, s.grid_step, bool(k % 2))
+                for a in range(int(a0), int(b0), per):
+                    self._add_block(out, ints[:, a:min(a + per, b0)], floats[:, a:min(a + per, b0)], width,
+                                    s.grid_step, bool(bucket[a0] % 2))
         out = out.view(b, n)
         top = out.amax(dim=1, keepdim=True)
         return torch.where(top > 0, out / torch.where(top > 0, top, 1.0), out)
 
-    def _add_block(self, out: torch.Tensor, r: _Rows, sel: np.ndarray, width: int, step: float,
+    def _add_block(self, out: torch.Tensor, ints: torch.Tensor, floats: torch.Tensor, width: int, step: float,
                    lorentz: bool) -> None:
+        """Add the rows of one block: ``ints`` (2, R) window lengths and flat starts, ``floats`` (3, R) first
+        point's offset from the centre, height and coefficient (device tensors)."""
         j = torch.arange(width, device=self.device)
-        length = self._t(r.length[sel], torch.int64)
-        u = self._t(r.u0[sel])[:, None] + j.to(self.dtype)[None, :] * step
-        h, coef = self._t(r.height[sel])[:, None], self._t(r.coef[sel])[:, None]
+        length, start = ints[0][:, None], ints[1][:, None]
+        u = floats[0][:, None] + j.to(self.dtype)[None, :] * step
+        h, coef = floats[1][:, None], floats[2][:, None]
         val = u.square_().mul_(coef)                                   # uu, in place
         val = h / val.add_(1.0) if lorentz else val.neg_().exp_().mul_(h)
-        val.masked_fill_(j[None, :] >= length[:, None], 0.0)           # padding adds zeros
-        start = self._t(r.flat_start[sel], torch.int64)[:, None]
+        val.masked_fill_(j[None, :] >= length, 0.0)                    # padding adds zeros
         index = (start + j[None, :]).clamp_(max=out.numel() - 1)
         out.index_add_(0, index.reshape(-1), val.reshape(-1))
 

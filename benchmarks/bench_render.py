@@ -9,8 +9,9 @@ the default statistics); both renderers get the same batches (the Numba path's n
 generator, the torch path's from the payload's seed). Each is timed as the best of ``--repeat`` passes
 over all batches after one warm-up pass. Prints patterns/s per renderer and their ratio, the rate of the
 torch renderer's host part alone (the peak windows and parameters in numpy, which a GPU trainer's own
-thread computes for every batch), and the profile values the torch renderer evaluates per pattern (broad Lorentzian tails of measured-looking patterns
-cost far more than the default config's Gaussian peaks).
+thread computes for every batch), and the profile values the torch renderer evaluates per pattern
+(broad Lorentzian tails of measured-looking patterns cost far more than the default config's Gaussian
+peaks).
 """
 from __future__ import annotations
 
